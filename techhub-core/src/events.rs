@@ -1,0 +1,190 @@
+//! The event bus: every state change is published, and anyone can subscribe (WebSocket bridges, Tauri windows).
+//!
+//! A `tokio::sync::broadcast` channel underneath: a slow subscriber lags and is told how many events it
+//! missed; it never slows the producers.
+
+use std::sync::{Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::model::UserId;
+
+/// What area an event belongs to; subscribers filter on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topic {
+    /// Background jobs.
+    Jobs,
+    /// Builds, modules and their logs.
+    Builds,
+    /// User accounts.
+    Users,
+    /// Outbound notifications.
+    Notifications,
+}
+
+/// What happened. The serialized form (`"job.progress"`) is the `type` of the HTTP API's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A job was enqueued.
+    #[serde(rename = "job.queued")]
+    JobQueued,
+    /// A worker started an attempt.
+    #[serde(rename = "job.started")]
+    JobStarted,
+    /// A handler reported progress.
+    #[serde(rename = "job.progress")]
+    JobProgress,
+    /// An attempt failed and the job will run again.
+    #[serde(rename = "job.retrying")]
+    JobRetrying,
+    /// A job succeeded.
+    #[serde(rename = "job.succeeded")]
+    JobSucceeded,
+    /// A job failed for good.
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    /// A job was cancelled.
+    #[serde(rename = "job.cancelled")]
+    JobCancelled,
+    /// A job whose worker vanished was queued again after its lease ran out.
+    #[serde(rename = "job.rescued")]
+    JobRescued,
+    /// A user registered or was created.
+    #[serde(rename = "user.created")]
+    UserCreated,
+    /// A user changed.
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    /// A user was deleted.
+    #[serde(rename = "user.deleted")]
+    UserDeleted,
+    /// A build changed status or progress.
+    #[serde(rename = "build.updated")]
+    BuildUpdated,
+    /// A module of a build changed.
+    #[serde(rename = "build.module")]
+    BuildModule,
+    /// Lines were appended to a build's log.
+    #[serde(rename = "build.log")]
+    BuildLog,
+    /// A notification was delivered or gave up.
+    #[serde(rename = "notification.updated")]
+    NotificationUpdated,
+}
+
+impl EventKind {
+    /// The topic the kind belongs to.
+    pub const fn topic(self) -> Topic {
+        match self {
+            Self::JobQueued
+            | Self::JobStarted
+            | Self::JobProgress
+            | Self::JobRetrying
+            | Self::JobSucceeded
+            | Self::JobFailed
+            | Self::JobCancelled
+            | Self::JobRescued => Topic::Jobs,
+            Self::UserCreated | Self::UserUpdated | Self::UserDeleted => Topic::Users,
+            Self::BuildUpdated | Self::BuildModule | Self::BuildLog => Topic::Builds,
+            Self::NotificationUpdated => Topic::Notifications,
+        }
+    }
+}
+
+/// One published change. Events carry ids and public fields only, never secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increases by one per event published by this hub, in the order subscribers receive them.
+    pub seq: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Its area.
+    pub topic: Topic,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// The id of the job, build, user or notification it is about.
+    pub subject: Uuid,
+    /// The user the subject belongs to (for per-user filtering); `None` for system-owned subjects.
+    pub owner: Option<UserId>,
+    /// Details, shaped per kind (`{ job_id, percent, message }` for `job.progress`).
+    pub data: Value,
+}
+
+/// Publishes events to every subscriber.
+#[derive(Debug)]
+pub struct EventBus {
+    sender: broadcast::Sender<Event>,
+    // Assigning the sequence number and sending under one lock keeps `seq` in delivery order.
+    next_seq: Mutex<u64>,
+}
+
+impl EventBus {
+    /// A bus whose subscribers may fall `capacity` events behind before they start missing events.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self { sender, next_seq: Mutex::new(1) }
+    }
+
+    /// A new subscriber, receiving every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    /// Publishes an event and returns its sequence number. With no subscriber the event is dropped.
+    pub fn publish(
+        &self,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        subject: impl Into<Uuid>,
+        owner: Option<UserId>,
+        data: Value,
+    ) -> u64 {
+        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = *next_seq;
+        *next_seq += 1;
+        let event = Event { seq, at, topic: kind.topic(), kind, subject: subject.into(), owner, data };
+        // An error only means nobody listens right now, which is fine.
+        let _ = self.sender.send(event);
+        seq
+    }
+
+    /// How many subscribers there are.
+    pub fn subscriber_count(&self) -> usize {
+        self.sender.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobId;
+
+    #[tokio::test]
+    async fn subscribers_get_events_in_sequence_and_slow_ones_lag_without_blocking() {
+        let bus = EventBus::new(4);
+        let mut fast = bus.subscribe();
+        let mut slow = bus.subscribe();
+        let job = JobId::new();
+        for percent in 0..10 {
+            bus.publish(Utc::now(), EventKind::JobProgress, job, None, serde_json::json!({ "percent": percent }));
+            let event = fast.recv().await.expect("fast subscriber keeps up");
+            assert_eq!(event.seq, percent + 1);
+            assert_eq!(event.topic, Topic::Jobs);
+        }
+        assert!(matches!(slow.recv().await, Err(broadcast::error::RecvError::Lagged(6))));
+        assert_eq!(slow.recv().await.expect("resumes").seq, 7);
+    }
+
+    #[test]
+    fn event_kinds_serialize_as_api_types() {
+        assert_eq!(serde_json::to_value(EventKind::JobProgress).unwrap(), "job.progress");
+        assert_eq!(serde_json::to_value(Topic::Builds).unwrap(), "builds");
+    }
+}

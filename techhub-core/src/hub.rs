@@ -1,0 +1,160 @@
+//! [`TechHub`], the handle applications keep, and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::events::{Event, EventBus};
+use crate::storage::{DynStorage, Storage};
+use crate::{Error, Result};
+
+/// The engine: storage, clock, configuration and the event bus.
+///
+/// Cheap to clone (one `Arc` inside), `Send + Sync + 'static`: keep one in your app state and clone it into
+/// tasks, request handlers and Tauri commands.
+#[derive(Clone)]
+pub struct TechHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    storage: DynStorage,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    events: EventBus,
+}
+
+impl TechHub {
+    /// Starts building a hub.
+    pub fn builder() -> TechHubBuilder {
+        TechHubBuilder::default()
+    }
+
+    /// The store.
+    pub fn storage(&self) -> &DynStorage {
+        &self.inner.storage
+    }
+
+    /// The clock every time in the hub comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The current time, from the hub's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The event bus, for code that publishes events.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// A new subscriber to every event the hub publishes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+}
+
+impl fmt::Debug for TechHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TechHub")
+            .field("storage", &self.inner.storage.backend())
+            .field("clock", &self.inner.clock)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TechHub`]: storage is required; the clock defaults to [`SystemClock`], the configuration to
+/// [`Config::default`].
+#[derive(Default)]
+pub struct TechHubBuilder {
+    storage: Option<DynStorage>,
+    clock: Option<Arc<dyn Clock>>,
+    config: Config,
+}
+
+impl TechHubBuilder {
+    /// Uses `storage`.
+    #[must_use]
+    pub fn storage(mut self, storage: impl Storage) -> Self {
+        self.storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// Uses an already shared store (also `Arc::from(Box<dyn Storage>)`).
+    #[must_use]
+    pub fn shared_storage(mut self, storage: DynStorage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Uses `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Uses `config`.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The hub. Fails with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) when no storage was
+    /// given or the configuration is unusable.
+    pub fn build(self) -> Result<TechHub> {
+        let storage = self.storage.ok_or_else(|| Error::invalid_input("a TechHub needs a storage backend"))?;
+        if self.config.event_capacity == 0 {
+            return Err(Error::invalid_field("event_capacity", "the event capacity must be at least 1"));
+        }
+        let events = EventBus::new(self.config.event_capacity);
+        Ok(TechHub {
+            inner: Arc::new(HubInner {
+                storage,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                config: self.config,
+                events,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for TechHubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TechHubBuilder")
+            .field("storage", &self.storage.as_ref().map(|storage| storage.backend()))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync_static<T: Send + Sync + 'static + Clone>() {}
+
+    #[test]
+    fn hub_is_cheap_clone_send_sync_static() {
+        assert_send_sync_static::<TechHub>();
+    }
+
+    #[test]
+    fn builder_refuses_missing_storage() {
+        let error = TechHub::builder().build().expect_err("no storage");
+        assert_eq!(error.kind(), crate::ErrorKind::InvalidInput);
+    }
+}

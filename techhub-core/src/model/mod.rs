@@ -1,0 +1,43 @@
+//! The domain: users, tokens, jobs, builds, notifications, and the ids and pages they come in.
+
+mod build;
+mod ids;
+mod job;
+mod notification;
+mod page;
+mod token;
+mod user;
+
+pub use build::{Build, BuildFilter, BuildStatus, LogLine, LogStream, Module, ModuleStatus, NewLogLine};
+pub use ids::{BuildId, JobId, NotificationId, TokenFamilyId, UserId};
+pub use job::{
+    Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
+    MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, WorkerId,
+};
+pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
+pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use token::{Consumed, TokenHash, TokenKind, TokenRecord};
+pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User};
+
+/// Which users to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    /// Only this role.
+    pub role: Option<Role>,
+    /// Only active (`true`) or disabled (`false`) users.
+    pub active: Option<bool>,
+    /// Only users whose email or name contains this text (case-insensitive).
+    pub query: Option<String>,
+}
+
+impl UserFilter {
+    /// Whether `user` passes the filter.
+    pub fn matches(&self, user: &User) -> bool {
+        self.role.is_none_or(|role| role == user.role)
+            && self.active.is_none_or(|active| active == user.active)
+            && self.query.as_ref().is_none_or(|query| {
+                let query = query.to_lowercase();
+                user.email.as_str().contains(&query) || user.name.to_lowercase().contains(&query)
+            })
+    }
+}

@@ -1,0 +1,310 @@
+//! The storage family: one object-safe async trait per aggregate, gathered by [`Storage`].
+//!
+//! The traits speak in domain terms (claim the next job, consume a token), so each adapter can use what its
+//! backend does best. Every sentence of a method's docs that starts with a rule is a contract: the
+//! conformance suite (`techhub_core::storage::conformance`, feature `conformance`) has a test for it, and an
+//! adapter is correct when it passes the whole suite.
+//!
+//! Times are always passed in (`now`): stores never read a clock, so tests drive time by hand.
+//!
+//! # Transactional follow-up jobs
+//! A domain write and the jobs that follow from it commit together or not at all: [`UserStore::insert_user`],
+//! [`UserStore::update_user`] and [`BuildStore::insert_builds`] take the follow-up jobs and store them in the
+//! same atomic write. A user is never created without its welcome email, and no job exists for a user whose
+//! insert failed.
+
+mod error;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use self::error::{Conflict, StoreError, StoreResult};
+use crate::model::{
+    Artifact, Build, BuildFilter, BuildId, Consumed, Email, Job, JobFailure, JobFilter, JobId, JobState, Lease,
+    LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId, Page, PageRequest,
+    Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserFilter, UserId, WorkerId,
+};
+
+/// Users, unique by normalised email, updated under optimistic concurrency.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Stores `user` with version 1, and enqueues `follow_up` in the same atomic write.
+    ///
+    /// - The email is unique: if another user has it, fails with [`Conflict::EmailTaken`] and stores nothing,
+    ///   no job included. Of concurrent inserts of one address exactly one succeeds.
+    /// - A user whose id exists fails with [`Conflict::Duplicate`].
+    /// - Follow-up jobs obey [`JobStore::enqueue`] (a live `unique_key` returns the existing job).
+    ///
+    /// Returns the stored user.
+    async fn insert_user(&self, user: User, follow_up: Vec<Job>) -> StoreResult<User>;
+
+    /// The user with `id`, if any.
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>>;
+
+    /// The user with the (normalised) `email`, if any.
+    async fn get_user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+
+    /// Replaces the stored user with `user` if its version is still `expected_version`, stores it with
+    /// version `expected_version + 1`, and enqueues `follow_up` in the same atomic write.
+    ///
+    /// - A missing user fails with [`StoreError::NotFound`].
+    /// - A stale `expected_version` fails with [`Conflict::VersionMismatch`] and changes nothing.
+    /// - A new email held by another user fails with [`Conflict::EmailTaken`] and changes nothing; the old
+    ///   address is free afterwards.
+    /// - A write that would leave no active admin where there was one (demoting or disabling the last)
+    ///   fails with [`Conflict::LastActiveAdmin`] and changes nothing.
+    ///
+    /// `id` and `created_at` are kept from the stored user. Returns the stored user.
+    async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User>;
+
+    /// Deletes the user and, in the same atomic write, every token it holds (so all its sessions end).
+    ///
+    /// - A missing user fails with [`StoreError::NotFound`].
+    /// - With `expected_version`, a stale version fails with [`Conflict::VersionMismatch`].
+    /// - Deleting the last active admin fails with [`Conflict::LastActiveAdmin`].
+    ///
+    /// Its email is free afterwards. Its jobs, builds and notifications are kept.
+    async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()>;
+
+    /// A page of users passing `filter`, in id order.
+    ///
+    /// Listing by cursor never skips nor repeats a user, even while others are inserted or deleted. An
+    /// unreadable cursor fails with [`StoreError::InvalidInput`].
+    async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>>;
+}
+
+/// Which tokens to revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// Every token of one family (one login session).
+    Family(TokenFamilyId),
+    /// Every token of a user, optionally of one kind, optionally sparing one family (the caller's session).
+    User {
+        /// Whose tokens.
+        user_id: UserId,
+        /// Only this kind; `None` for all kinds.
+        kind: Option<TokenKind>,
+        /// Keep this family.
+        except_family: Option<TokenFamilyId>,
+    },
+}
+
+/// Refresh, password-reset and email-verification tokens, stored as hashes.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a token record.
+    ///
+    /// A record with the same hash fails with [`Conflict::Duplicate`].
+    async fn insert_token(&self, record: TokenRecord) -> StoreResult<()>;
+
+    /// Consumes the token with `hash` and `kind` at `now`, atomically.
+    ///
+    /// - A live token (unconsumed, `now < expires_at`) is marked consumed and returned as
+    ///   [`Consumed::Fresh`]; of concurrent consumers exactly one gets it.
+    /// - With `replacement`, a fresh consume also stores the replacement in the same atomic write (refresh
+    ///   rotation: a revoke of the family can never fall between the two).
+    /// - A token consumed before is returned as [`Consumed::Replayed`] and nothing changes.
+    /// - An expired token, a token of another kind, or an unknown hash gives `None`. Expired tokens are
+    ///   never returned.
+    async fn consume_token(
+        &self,
+        hash: &TokenHash,
+        kind: TokenKind,
+        now: DateTime<Utc>,
+        replacement: Option<TokenRecord>,
+    ) -> StoreResult<Option<Consumed>>;
+
+    /// Deletes the tokens `selector` names, consumed ones included, and returns how many there were.
+    async fn revoke_tokens(&self, selector: TokenSelector) -> StoreResult<u64>;
+
+    /// A user's live tokens of `kind` at `now` (for listing sessions), oldest first.
+    async fn live_tokens(&self, user_id: UserId, kind: TokenKind, now: DateTime<Utc>) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Whether the family holds a live token at `now`: a session is alive while its refresh chain is.
+    async fn family_is_live(&self, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Deletes every record that expired before `now` and returns how many.
+    async fn prune_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Durable jobs: enqueue, claim under a lease, report, finish.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a queued job (built by [`Job::new`]).
+    ///
+    /// - If the job has a `unique_key` and a queued or running job has that key, returns that job and
+    ///   stores nothing. Of concurrent enqueues with one key exactly one job is stored.
+    /// - A job whose id exists fails with [`Conflict::Duplicate`].
+    ///
+    /// Returns the stored (or existing) job.
+    async fn enqueue(&self, job: Job) -> StoreResult<Job>;
+
+    /// Enqueues every job in one atomic write: all are stored (with [`JobStore::enqueue`]'s unique-key rule,
+    /// also between the jobs of the batch) or, if one fails, none is.
+    async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>>;
+
+    /// The job with `id`, if any.
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
+    /// A page of jobs passing `filter`, in id order.
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>>;
+
+    /// Claims the next due job of `queues` for `worker`, atomically.
+    ///
+    /// - Due means `queued` with `run_at <= now`; a delayed job is not claimable before its `run_at`.
+    /// - The job chosen has the highest priority, then the oldest `run_at`, then the lowest id.
+    /// - It becomes `running` with `attempt + 1`, `started_at = now`, `lease_holder = worker` and
+    ///   `lease_until = now + lease`.
+    /// - Two concurrent claimers never get the same job.
+    ///
+    /// Returns `None` when nothing is due.
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Option<Job>>;
+
+    /// Extends the lease to `now + extend`.
+    ///
+    /// Every call that presents a [`Lease`] succeeds only while the job runs under it: once the job moved on
+    /// (requeued, claimed again, finished) it fails with [`Conflict::LeaseLost`] and changes nothing; a
+    /// missing job fails with [`StoreError::NotFound`]. The returned job tells whether a cancel was requested.
+    async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job>;
+
+    /// Records the handler's progress (same lease rule as [`JobStore::heartbeat`]).
+    async fn report_progress(&self, lease: &Lease, progress: Progress, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Finishes the attempt as `succeeded` with `result` and an optional artifact (same lease rule).
+    /// A live `unique_key` is freed.
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: Value,
+        artifact: Option<Artifact>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Job>;
+
+    /// Ends the attempt as failed (same lease rule), keeping `failure.error` as `last_error`.
+    ///
+    /// With attempts left and [`Retry::After`](crate::model::Retry::After)`(delay)`, the job is `queued`
+    /// again at `run_at = now + delay`. Otherwise (last attempt, or `Retry::Never`) it becomes `failed`
+    /// for good and its `unique_key` is freed.
+    async fn fail(&self, lease: &Lease, failure: JobFailure, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Gives the job back without charging an attempt (graceful shutdown): `queued` again, `attempt - 1`,
+    /// `run_at = now` (same lease rule).
+    async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Cancels a job.
+    ///
+    /// - A `queued` job becomes `cancelled` at once.
+    /// - A `running` job gets `cancel_requested`; its handler sees it and the runtime then calls
+    ///   [`JobStore::acknowledge_cancel`].
+    /// - A finished job fails with [`Conflict::InvalidState`]; a missing one with [`StoreError::NotFound`].
+    async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Marks a running job whose handler stopped after a cancel as `cancelled` (same lease rule).
+    async fn acknowledge_cancel(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Queues a `failed` or `cancelled` job again with a fresh attempt budget (`attempt = 0`,
+    /// `run_at = now`).
+    ///
+    /// Any other state fails with [`Conflict::InvalidState`]; a live job holding its `unique_key` fails with
+    /// [`Conflict::Duplicate`].
+    async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Rescues every `running` job whose lease ended before `now` (a crashed worker's): with attempts left it
+    /// is `queued` again at `run_at = now`, otherwise it `failed` with the error "lease expired". Returns the
+    /// jobs it changed.
+    async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<Job>>;
+
+    /// Counts by queue and state, without scanning the jobs, in queue-name order.
+    async fn queue_counts(&self) -> StoreResult<Vec<QueueCounts>>;
+
+    /// The artifact of job `id`, if it has one.
+    async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>>;
+
+    /// Deletes finished jobs in `states` that finished before `finished_before`, with their artifacts, and
+    /// returns how many. Unfinished states in `states` are ignored: a queued or running job is never pruned.
+    async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+/// Builds and their append-only logs.
+#[async_trait]
+pub trait BuildStore: Send + Sync {
+    /// Stores every build with version 1, and `follow_up` jobs, in one atomic write: all or nothing.
+    ///
+    /// A build whose id exists fails with [`Conflict::Duplicate`] and stores nothing.
+    async fn insert_builds(&self, builds: Vec<Build>, follow_up: Vec<Job>) -> StoreResult<Vec<Build>>;
+
+    /// The build with `id`, if any.
+    async fn get_build(&self, id: BuildId) -> StoreResult<Option<Build>>;
+
+    /// Replaces the build if its version is still `expected_version`, storing `expected_version + 1`.
+    ///
+    /// A stale version fails with [`Conflict::VersionMismatch`] and changes nothing; a missing build with
+    /// [`StoreError::NotFound`].
+    async fn update_build(&self, build: Build, expected_version: u64) -> StoreResult<Build>;
+
+    /// A page of builds passing `filter`, in id order.
+    async fn list_builds(&self, filter: &BuildFilter, page: &PageRequest) -> StoreResult<Page<Build>>;
+
+    /// Appends lines to the build's log, numbering them on from the last (`seq` from 0, no gaps, no
+    /// reordering, also under concurrent appends). Returns the log's new length. A missing build fails
+    /// with [`StoreError::NotFound`].
+    async fn append_log(&self, id: BuildId, lines: Vec<NewLogLine>) -> StoreResult<u64>;
+
+    /// Up to `limit` lines of the build's log from `offset` (a `seq`), in order.
+    async fn read_log(&self, id: BuildId, offset: u64, limit: usize) -> StoreResult<Vec<LogLine>>;
+}
+
+/// Notification delivery records.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Stores a notification with version 1. A duplicate id fails with [`Conflict::Duplicate`].
+    async fn insert_notification(&self, notification: Notification) -> StoreResult<Notification>;
+
+    /// The notification with `id`, if any.
+    async fn get_notification(&self, id: NotificationId) -> StoreResult<Option<Notification>>;
+
+    /// Replaces the notification if its version is still `expected_version` (else
+    /// [`Conflict::VersionMismatch`]); a missing one fails with [`StoreError::NotFound`].
+    async fn update_notification(&self, notification: Notification, expected_version: u64)
+    -> StoreResult<Notification>;
+
+    /// A page of notifications passing `filter`, in id order.
+    async fn list_notifications(
+        &self,
+        filter: &NotificationFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Notification>>;
+
+    /// How many notifications there are per channel and status (only non-zero counts, ordered by channel then
+    /// status as the enums declare them), without loading them.
+    async fn notification_counts(&self) -> StoreResult<Vec<NotificationCount>>;
+}
+
+/// Everything TechHub stores, behind one object-safe trait: the hub holds an `Arc<dyn Storage>`.
+#[async_trait]
+pub trait Storage:
+    UserStore + TokenStore + JobStore + BuildStore + NotificationStore + fmt::Debug + Send + Sync + 'static
+{
+    /// A short name of the backend (`"memory"`, `"sqlite"`), for logs and health reports.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the backend answers (a cheap read). Fails with [`StoreError::Unavailable`] if not.
+    async fn health(&self) -> StoreResult<()>;
+}
+
+/// A shared, type-erased store: what services hold.
+pub type DynStorage = Arc<dyn Storage>;
