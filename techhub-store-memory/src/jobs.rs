@@ -110,7 +110,11 @@ impl JobIndex {
 
     /// Puts `job` (in its current state) into the index.
     fn enter(&mut self, job: &Job) {
-        let queue = self.queues.entry(job.queue.clone()).or_default();
+        // Look up before inserting: `entry` would allocate the queue's name on every transition.
+        if !self.queues.contains_key(&job.queue) {
+            self.queues.insert(job.queue.clone(), QueueIndex::default());
+        }
+        let Some(queue) = self.queues.get_mut(&job.queue) else { return };
         queue.counts[job.state.index()] += 1;
         match job.state {
             JobState::Queued => {

@@ -45,7 +45,15 @@ pub async fn builds_batch_insert_is_all_or_nothing(store: DynStorage) {
 
     let stored = store.insert_builds(vec![build("a"), build("b")], vec![job("build.run"), job("build.run")]).await;
     assert_eq!(stored.expect("insert works").len(), 2);
-    assert_eq!(all_jobs(&store).await.len(), 2);
+    let jobs = all_jobs(&store).await;
+    assert_eq!(jobs.len(), 2);
+
+    // A follow-up job that cannot be stored (its id exists) refuses the builds too, and changes no job.
+    let orphan = build("orphan");
+    let refused = store.insert_builds(vec![orphan.clone()], vec![jobs[0].clone()]).await;
+    assert_eq!(conflict(refused), Conflict::Duplicate);
+    assert_eq!(store.get_build(orphan.id).await.expect("get works"), None);
+    assert_eq!(all_jobs(&store).await, jobs);
 }
 
 /// Log lines are numbered from 0 in append order and read back by offset and limit.

@@ -53,6 +53,7 @@ pub async fn jobs_claim_order_is_priority_then_run_at_then_id(store: DynStorage)
         assert_eq!((job.state, job.attempt, job.started_at), (JobState::Running, 1, Some(at(5))));
         assert_eq!((job.lease_holder, job.lease_until), (Some(worker("w")), Some(at(35))));
         order.push(job.kind);
+        assert!(order.len() <= 6, "more claims than jobs: {order:?}");
     }
     assert_eq!(order, ["early_high", "early_high_twin", "late_high", "middle", "low", "negative"]);
 }
@@ -98,6 +99,8 @@ pub async fn jobs_concurrent_claimers_claim_each_job_once(store: DynStorage) {
             {
                 assert_eq!(job.lease_holder, Some(worker(&name)));
                 mine.push(job.id);
+                // A store that hands out a job twice would otherwise loop here forever.
+                assert!(mine.len() <= 1_000, "one worker claimed more jobs than exist");
             }
             mine
         });
