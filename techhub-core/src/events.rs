@@ -55,6 +55,9 @@ pub enum EventKind {
     /// A job whose worker vanished was queued again after its lease ran out.
     #[serde(rename = "job.rescued")]
     JobRescued,
+    /// A handler wrote a line to its job's log.
+    #[serde(rename = "job.log")]
+    JobLog,
     /// A user registered or was created.
     #[serde(rename = "user.created")]
     UserCreated,
@@ -89,7 +92,8 @@ impl EventKind {
             | Self::JobSucceeded
             | Self::JobFailed
             | Self::JobCancelled
-            | Self::JobRescued => Topic::Jobs,
+            | Self::JobRescued
+            | Self::JobLog => Topic::Jobs,
             Self::UserCreated | Self::UserUpdated | Self::UserDeleted => Topic::Users,
             Self::BuildUpdated | Self::BuildModule | Self::BuildLog => Topic::Builds,
             Self::NotificationUpdated => Topic::Notifications,

@@ -9,6 +9,8 @@ use tokio::sync::broadcast;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
+use crate::jobs::signals::JobSignals;
+use crate::jobs::{HandlerOptions, JobHandler, JobService, Registry};
 use crate::storage::{DynStorage, Storage};
 use crate::{Error, Result};
 
@@ -26,6 +28,8 @@ struct HubInner {
     clock: Arc<dyn Clock>,
     config: Config,
     events: EventBus,
+    handlers: Registry,
+    signals: JobSignals,
 }
 
 impl TechHub {
@@ -63,6 +67,26 @@ impl TechHub {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
     }
+
+    /// The job service: enqueue, list, cancel and retry jobs.
+    pub fn jobs(&self) -> JobService {
+        JobService::new(self.clone())
+    }
+
+    /// The job kinds this hub has handlers for, sorted.
+    pub fn job_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.inner.handlers.kinds().map(str::to_owned).collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    pub(crate) fn handlers(&self) -> &Registry {
+        &self.inner.handlers
+    }
+
+    pub(crate) fn signals(&self) -> &JobSignals {
+        &self.inner.signals
+    }
 }
 
 impl fmt::Debug for TechHub {
@@ -82,9 +106,23 @@ pub struct TechHubBuilder {
     storage: Option<DynStorage>,
     clock: Option<Arc<dyn Clock>>,
     config: Config,
+    handlers: Registry,
 }
 
 impl TechHubBuilder {
+    /// Registers `handler` for jobs of `kind` (replacing any earlier one, built-ins included).
+    #[must_use]
+    pub fn handler(self, kind: impl Into<String>, handler: impl JobHandler) -> Self {
+        self.handler_with(kind, HandlerOptions::default(), handler)
+    }
+
+    /// Registers `handler` for jobs of `kind` with defaults for its jobs (queue, attempts, timeout).
+    #[must_use]
+    pub fn handler_with(mut self, kind: impl Into<String>, options: HandlerOptions, handler: impl JobHandler) -> Self {
+        self.handlers.insert(kind.into(), Arc::new(handler), options);
+        self
+    }
+
     /// Uses `storage`.
     #[must_use]
     pub fn storage(mut self, storage: impl Storage) -> Self {
@@ -127,6 +165,8 @@ impl TechHubBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 config: self.config,
                 events,
+                handlers: self.handlers,
+                signals: JobSignals::default(),
             }),
         })
     }
@@ -137,6 +177,7 @@ impl fmt::Debug for TechHubBuilder {
         f.debug_struct("TechHubBuilder")
             .field("storage", &self.storage.as_ref().map(|storage| storage.backend()))
             .field("config", &self.config)
+            .field("handlers", &self.handlers)
             .finish_non_exhaustive()
     }
 }

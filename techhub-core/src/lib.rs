@@ -54,14 +54,17 @@
 //! # }
 //! ```
 
+mod actor;
 pub mod clock;
 pub mod config;
 mod error;
 pub mod events;
 mod hub;
+pub mod jobs;
 pub mod model;
 pub mod storage;
 
+pub use actor::Actor;
 pub use config::Config;
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use hub::{TechHub, TechHubBuilder};

@@ -231,23 +231,25 @@ pub struct Job {
 impl Job {
     /// A queued job made from `spec` at `now`, after checking it.
     pub fn new(spec: NewJob, now: DateTime<Utc>) -> Result<Self, Error> {
-        check_name("queue", &spec.queue)?;
+        let queue = spec.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        let max_attempts = spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        check_name("queue", &queue)?;
         check_name("kind", &spec.kind)?;
         if let Some(key) = &spec.unique_key {
             check_name("unique_key", key)?;
         }
-        if spec.max_attempts == 0 {
+        if max_attempts == 0 {
             return Err(Error::invalid_field("max_attempts", "a job needs at least one attempt"));
         }
         Ok(Self {
             id: JobId::new(),
-            queue: spec.queue,
+            queue,
             kind: spec.kind,
             payload: spec.payload,
             state: JobState::Queued,
             priority: spec.priority,
             attempt: 0,
-            max_attempts: spec.max_attempts,
+            max_attempts,
             run_at: spec.run_at.unwrap_or(now),
             created_at: now,
             started_at: None,
@@ -304,8 +306,8 @@ fn check_name(field: &str, value: &str) -> Result<(), Error> {
 /// What to enqueue: a builder for [`Job::new`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    /// The queue (default [`DEFAULT_QUEUE`]).
-    pub queue: String,
+    /// The queue; `None` for the handler's queue, else [`DEFAULT_QUEUE`].
+    pub queue: Option<String>,
     /// The handler's kind.
     pub kind: String,
     /// The handler's input.
@@ -314,8 +316,8 @@ pub struct NewJob {
     pub priority: i32,
     /// Not before this time (default: now).
     pub run_at: Option<DateTime<Utc>>,
-    /// Attempts allowed (default [`DEFAULT_MAX_ATTEMPTS`]).
-    pub max_attempts: u32,
+    /// Attempts allowed; `None` for the handler's default, else [`DEFAULT_MAX_ATTEMPTS`].
+    pub max_attempts: Option<u32>,
     /// Deduplication key while a job with it is unfinished.
     pub unique_key: Option<String>,
     /// Who asked for it.
@@ -323,15 +325,22 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    /// A job of `kind` with `payload`, on the default queue.
+    /// A job of `kind` whose payload is `payload` serialized to JSON.
+    pub fn typed<P: Serialize>(kind: impl Into<String>, payload: &P) -> Result<Self, Error> {
+        let payload = serde_json::to_value(payload)
+            .map_err(|error| Error::invalid_field("payload", format!("the payload does not serialize: {error}")))?;
+        Ok(Self::new(kind, payload))
+    }
+
+    /// A job of `kind` with `payload`, on its handler's queue (or the default queue).
     pub fn new(kind: impl Into<String>, payload: Value) -> Self {
         Self {
-            queue: DEFAULT_QUEUE.to_owned(),
+            queue: None,
             kind: kind.into(),
             payload,
             priority: 0,
             run_at: None,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: None,
             unique_key: None,
             created_by: None,
         }
@@ -340,7 +349,7 @@ impl NewJob {
     /// On `queue`.
     #[must_use]
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = queue.into();
+        self.queue = Some(queue.into());
         self
     }
 
@@ -361,7 +370,7 @@ impl NewJob {
     /// With `max_attempts` attempts.
     #[must_use]
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts;
+        self.max_attempts = Some(max_attempts);
         self
     }
 
