@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::jobs::signals::JobSignals;
 use crate::jobs::{HandlerOptions, JobHandler, JobService, Registry};
+use crate::notify::{Notifier, OutboxNotifier, Templates, register_builtin_handlers};
 use crate::storage::{DynStorage, Storage};
 use crate::{Error, Result};
 
@@ -30,6 +31,8 @@ struct HubInner {
     events: EventBus,
     handlers: Registry,
     signals: JobSignals,
+    notifier: Arc<dyn Notifier>,
+    templates: Templates,
 }
 
 impl TechHub {
@@ -80,6 +83,16 @@ impl TechHub {
         kinds
     }
 
+    /// The email notifier (the outbox unless one was configured).
+    pub fn notifier(&self) -> &Arc<dyn Notifier> {
+        &self.inner.notifier
+    }
+
+    /// The message templates.
+    pub fn templates(&self) -> &Templates {
+        &self.inner.templates
+    }
+
     pub(crate) fn handlers(&self) -> &Registry {
         &self.inner.handlers
     }
@@ -107,9 +120,18 @@ pub struct TechHubBuilder {
     clock: Option<Arc<dyn Clock>>,
     config: Config,
     handlers: Registry,
+    notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl TechHubBuilder {
+    /// Sends email through `notifier` (an [`SmtpNotifier`](crate::notify::SmtpNotifier), say). Without one,
+    /// email goes to an [`OutboxNotifier`].
+    #[must_use]
+    pub fn notifier(mut self, notifier: impl Notifier) -> Self {
+        self.notifier = Some(Arc::new(notifier));
+        self
+    }
+
     /// Registers `handler` for jobs of `kind` (replacing any earlier one, built-ins included).
     #[must_use]
     pub fn handler(self, kind: impl Into<String>, handler: impl JobHandler) -> Self {
@@ -155,18 +177,20 @@ impl TechHubBuilder {
     /// given or the configuration is unusable.
     pub fn build(self) -> Result<TechHub> {
         let storage = self.storage.ok_or_else(|| Error::invalid_input("a TechHub needs a storage backend"))?;
-        if self.config.event_capacity == 0 {
-            return Err(Error::invalid_field("event_capacity", "the event capacity must be at least 1"));
-        }
+        self.config.check()?;
         let events = EventBus::new(self.config.event_capacity);
+        let mut handlers = self.handlers;
+        register_builtin_handlers(&mut handlers);
         Ok(TechHub {
             inner: Arc::new(HubInner {
                 storage,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 config: self.config,
                 events,
-                handlers: self.handlers,
+                handlers,
                 signals: JobSignals::default(),
+                notifier: self.notifier.unwrap_or_else(|| Arc::new(OutboxNotifier::new())),
+                templates: Templates::built_in(),
             }),
         })
     }

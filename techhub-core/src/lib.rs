@@ -55,6 +55,7 @@
 //! ```
 
 mod actor;
+mod auth;
 pub mod clock;
 pub mod config;
 mod error;
@@ -62,6 +63,7 @@ pub mod events;
 mod hub;
 pub mod jobs;
 pub mod model;
+pub mod notify;
 pub mod storage;
 
 pub use actor::Actor;
