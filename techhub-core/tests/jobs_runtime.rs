@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use techhub_core::clock::{Clock, ManualClock};
 use techhub_core::events::{Event, EventKind};
 use techhub_core::jobs::{
-    Backoff, HandlerOptions, JobContext, JobError, JobHandler, RateLimit, Schedule, WorkerConfig, handler_fn,
+    Backoff, HandlerOptions, JobContext, JobError, JobHandler, RateLimit, Retention, Schedule, WorkerConfig, handler_fn,
 };
 use techhub_core::model::{JobFilter, JobId, JobState, NewJob, PageRequest, Role, UserId};
 use techhub_core::storage::DynStorage;
@@ -501,4 +501,83 @@ async fn users_see_and_cancel_only_their_own_jobs() {
     assert_eq!((retried.state, retried.attempt), (JobState::Queued, 0));
     let stats = hub.jobs().stats(&admin).await.expect("stats");
     assert_eq!((stats[0].queue.as_str(), stats[0].queued), ("default", 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_long_jobs_lease_so_it_is_never_rescued() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at_epoch();
+    let hub = builder(&store, &clock)
+        .handler(
+            "long",
+            handler_fn(|_ctx| async {
+                sleep(Duration::from_secs(60)).await;
+                Ok(json!("done"))
+            }),
+        )
+        .build()
+        .expect("hub");
+    let mut events = hub.subscribe();
+    let workers = hub.start_workers(config()).expect("runtime starts"); // lease 30 s, heartbeat every 10 s
+    let job = hub.jobs().enqueue(&SYSTEM, NewJob::new("long", json!({}))).await.expect("enqueued");
+    next_event(&mut events, EventKind::JobStarted, job.id).await;
+    // Job time runs twice as fast as the runtime's timers: 100 s of leases pass while it works, yet every
+    // heartbeat pushes its lease ahead, so the rescue never takes it.
+    for _ in 0..5 {
+        sleep(Duration::from_secs(10)).await;
+        clock.advance(Duration::from_secs(20));
+        workers.run_maintenance().await.expect("maintenance");
+        let running = store.get_job(job.id).await.expect("get").expect("exists");
+        assert_eq!((running.state, running.attempt), (JobState::Running, 1));
+        assert!(running.lease_until.expect("leased") > clock.now());
+    }
+    let done = wait_for_state(&store, job.id, JobState::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+    while let Ok(event) = events.try_recv() {
+        assert_ne!(event.kind, EventKind::JobRescued);
+    }
+    workers.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retention_prunes_finished_jobs_after_their_windows() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at_epoch();
+    let hub = builder(&store, &clock)
+        .handler("ok", ok_handler())
+        .handler("bad", handler_fn(|_ctx| async { Err(JobError::permanent("no")) }))
+        .build()
+        .expect("hub");
+    let mut events = hub.subscribe();
+    let mut retained = config();
+    retained.retention = Some(Retention::default()); // the defaults: 24 h, 24 h, 7 days
+    let workers = hub.start_workers(retained).expect("runtime starts");
+    let succeeded = hub.jobs().enqueue(&SYSTEM, NewJob::new("ok", json!({}))).await.expect("enqueued");
+    let failed = hub.jobs().enqueue(&SYSTEM, NewJob::new("bad", json!({}))).await.expect("enqueued");
+    let cancelled = hub
+        .jobs()
+        .enqueue(&SYSTEM, NewJob::new("ok", json!({})).run_at(clock.now() + chrono::TimeDelta::days(30)))
+        .await
+        .expect("enqueued");
+    hub.jobs().cancel(&SYSTEM, cancelled.id).await.expect("cancelled");
+    next_event(&mut events, EventKind::JobSucceeded, succeeded.id).await;
+    next_event(&mut events, EventKind::JobFailed, failed.id).await;
+    let exists = |id: JobId| {
+        let store = store.clone();
+        async move { store.get_job(id).await.expect("get").is_some() }
+    };
+
+    clock.advance(Duration::from_secs(23 * 3600));
+    workers.run_maintenance().await.expect("maintenance");
+    assert!(exists(succeeded.id).await && exists(cancelled.id).await && exists(failed.id).await);
+
+    clock.advance(Duration::from_secs(2 * 3600));
+    workers.run_maintenance().await.expect("maintenance");
+    assert!(!exists(succeeded.id).await && !exists(cancelled.id).await, "kept past 24 h");
+    assert!(exists(failed.id).await, "failed jobs stay for a week");
+
+    clock.advance(Duration::from_secs(6 * 24 * 3600));
+    workers.run_maintenance().await.expect("maintenance");
+    assert!(!exists(failed.id).await, "kept past 7 days");
+    workers.shutdown().await;
 }
