@@ -4,52 +4,67 @@
 //! that survive crashes and report progress live, build pipelines, and notifications, all behind a pluggable
 //! [`Storage`](storage::Storage) trait.
 //!
-//! This crate holds the domain ([`model`]), the storage traits ([`storage`]), time ([`clock`]), errors
-//! ([`Error`], [`ErrorKind`]), the event bus ([`events`]) and the [`TechHub`] handle. Stores live in their own
+//! This crate holds the domain ([`model`]), the storage traits ([`storage`]), the job engine ([`jobs`]),
+//! notifications ([`notify`]), time ([`clock`]), errors ([`Error`], [`ErrorKind`]), callers ([`Actor`]), the
+//! event bus ([`events`]) and the [`TechHub`] handle. Stores live in their own
 //! crates (`techhub-store-memory`, `techhub-store-sled`, `techhub-store-sqlite`); the HTTP face in
 //! `techhub-axum`.
 //!
 //! | feature       | what it adds |
 //! |---------------|--------------|
-//! | `conformance` | [`storage::conformance`]: the behaviour suite every storage adapter must pass |
+//! | `smtp` (default) | [`notify::SmtpNotifier`]: email over SMTP with lettre (tokio, rustls) |
+//! | `conformance` | `storage::conformance`: the behaviour suite every storage adapter must pass |
 //!
 //! # Example
 //!
-//! A user and its welcome-email job are stored in one atomic write; a worker claims the job under a lease
-//! and completes it.
+//! A job handler, the worker runtime, live progress from the event bus, and a user whose welcome email is
+//! stored in the same atomic write as the user (and delivered here to the in-memory outbox).
 //!
 //! ```
-//! use std::time::Duration;
-//! use techhub_core::clock::ManualClock;
-//! use techhub_core::model::{Email, Job, JobState, NewJob, Role, User, WorkerId};
-//! use techhub_core::TechHub;
+//! use serde_json::json;
+//! use techhub_core::events::EventKind;
+//! use techhub_core::jobs::{WorkerConfig, handler_fn};
+//! use techhub_core::model::{Email, Job, JobState, NewJob, Role, User};
+//! use techhub_core::notify::{EMAIL_QUEUE, OutboxNotifier, kinds};
+//! use techhub_core::{Actor, TechHub};
 //! use techhub_store_memory::MemoryStore;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let clock = ManualClock::at_epoch();
-//! let hub = TechHub::builder().storage(MemoryStore::new()).clock(clock.clone()).build()?;
-//! let now = hub.now();
+//! let outbox = OutboxNotifier::new();
+//! let hub = TechHub::builder()
+//!     .storage(MemoryStore::new())
+//!     .notifier(outbox.clone())
+//!     .handler("report.build", handler_fn(|ctx| async move {
+//!         ctx.progress(50, "halfway");
+//!         Ok(json!({ "rows": 42 }))
+//!     }))
+//!     .build()?;
+//! let mut events = hub.subscribe();
+//! let workers = hub.start_workers(WorkerConfig::default().queue("default", 2).queue(EMAIL_QUEUE, 1))?;
+//!
+//! // Enqueue through the service (the actor's rights are checked) and watch it live.
+//! let report = hub.jobs().enqueue(&Actor::System, NewJob::new("report.build", json!({ "month": "2030-01" }))).await?;
+//! loop {
+//!     let event = events.recv().await?;
+//!     if event.subject == *report.id.as_uuid() && event.kind == EventKind::JobSucceeded {
+//!         break;
+//!     }
+//! }
+//! let report = hub.jobs().get(&Actor::System, report.id).await?;
+//! assert_eq!((report.state, report.result), (JobState::Succeeded, Some(json!({ "rows": 42 }))));
 //!
 //! // A user and the job that welcomes it commit together, or not at all.
-//! let user = User::new(Email::parse(" Ada@Example.com ")?, "Ada", Role::User, now);
-//! let welcome = Job::new(
-//!     NewJob::new("email.welcome", serde_json::json!({ "user_id": user.id })).queue("email"),
-//!     now,
-//! )?;
-//! let user = hub.storage().insert_user(user, vec![welcome]).await?;
-//! assert_eq!(user.email.as_str(), "ada@example.com");
-//!
-//! // A worker claims the job under a 30 s lease, then completes it.
-//! let worker = WorkerId::new("worker-1");
-//! let queues = ["email".to_owned()];
-//! let job = hub.storage().claim(&queues, &worker, now, Duration::from_secs(30)).await?.expect("job is due");
-//! assert_eq!((job.kind.as_str(), job.attempt), ("email.welcome", 1));
-//!
-//! clock.advance(Duration::from_secs(2));
-//! let lease = job.lease().expect("running jobs have a lease");
-//! let done = hub.storage().complete(&lease, serde_json::json!({ "sent": true }), None, hub.now()).await?;
-//! assert_eq!(done.state, JobState::Succeeded);
+//! let ada = User::new(Email::parse(" Ada@Example.com ")?, "Ada", Role::User, hub.now());
+//! let welcome = Job::new(NewJob::new(kinds::WELCOME, json!({ "user_id": ada.id })).queue(EMAIL_QUEUE), hub.now())?;
+//! let ada = hub.storage().insert_user(ada, vec![welcome]).await?;
+//! assert_eq!(ada.email.as_str(), "ada@example.com");
+//! workers.wake();
+//! while outbox.last_to("ada@example.com").is_none() {
+//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//! }
+//! assert_eq!(outbox.last_to("ada@example.com").map(|mail| mail.subject), Some("Welcome to TechHub".to_owned()));
+//! workers.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
