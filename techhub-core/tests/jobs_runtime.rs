@@ -500,7 +500,7 @@ async fn users_see_and_cancel_only_their_own_jobs() {
     let retried = hub.jobs().retry(&admin, alices.id).await.expect("admin retries");
     assert_eq!((retried.state, retried.attempt), (JobState::Queued, 0));
     let stats = hub.jobs().stats(&admin).await.expect("stats");
-    assert_eq!((stats[0].queue.as_str(), stats[0].queued), ("default", 2));
+    assert_eq!((stats[0].counts.queue.as_str(), stats[0].counts.queued), ("default", 2));
 }
 
 #[tokio::test(start_paused = true)]

@@ -21,21 +21,12 @@ pub struct JobService {
     hub: TechHub,
 }
 
-/// One queue's numbers.
+/// One queue's numbers: the store's counts, the oldest due job's wait, and this process's workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueStats {
-    /// The queue.
-    pub queue: String,
-    /// Jobs waiting.
-    pub queued: u64,
-    /// Jobs running.
-    pub running: u64,
-    /// Jobs succeeded (not yet pruned).
-    pub succeeded: u64,
-    /// Jobs failed (not yet pruned).
-    pub failed: u64,
-    /// Jobs cancelled (not yet pruned).
-    pub cancelled: u64,
+    /// Jobs per state, and the earliest `run_at` among queued jobs.
+    #[serde(flatten)]
+    pub counts: QueueCounts,
     /// How long the oldest due job has waited, in seconds (0 when none is due).
     pub oldest_queued_age_s: f64,
     /// Workers this process runs for the queue.
@@ -167,15 +158,6 @@ impl JobService {
             .and_then(|run_at| (now - run_at).to_std().ok())
             .unwrap_or(Duration::ZERO)
             .as_secs_f64();
-        QueueStats {
-            workers: self.hub.signals().workers(&counts.queue),
-            queue: counts.queue,
-            queued: counts.queued,
-            running: counts.running,
-            succeeded: counts.succeeded,
-            failed: counts.failed,
-            cancelled: counts.cancelled,
-            oldest_queued_age_s,
-        }
+        QueueStats { workers: self.hub.signals().workers(&counts.queue), counts, oldest_queued_age_s }
     }
 }
