@@ -19,6 +19,86 @@ pub struct Config {
     pub password_reset_ttl: Duration,
     /// How long an email-verification link works (default 24 h).
     pub email_verify_ttl: Duration,
+    /// Passwords, sessions and sign-in throttling.
+    pub auth: AuthConfig,
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl Argon2Params {
+    /// OWASP's recommendation for argon2id: 19 MiB, 2 passes, 1 lane.
+    pub const OWASP: Self = Self { memory_kib: 19_456, iterations: 2, parallelism: 1 };
+
+    /// Whether every parameter is at most `ceiling`'s.
+    pub fn within(&self, ceiling: &Self) -> bool {
+        self.memory_kib <= ceiling.memory_kib
+            && self.iterations <= ceiling.iterations
+            && self.parallelism <= ceiling.parallelism
+    }
+}
+
+/// Passwords, sessions and sign-in throttling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// Parameters for new hashes (default [`Argon2Params::OWASP`]). Hashes with other parameters are upgraded
+    /// at the next successful sign-in.
+    pub argon2: Argon2Params,
+    /// Stored hashes above these parameters are refused without being computed, so a planted hash cannot
+    /// make sign-in burn minutes of CPU (default 256 MiB, 10 passes, 8 lanes).
+    pub argon2_ceiling: Argon2Params,
+    /// How many hashes run at once (default: the number of CPUs); bounds memory at `argon2.memory_kib` each.
+    pub hashing_concurrency: usize,
+    /// Access-token lifetime (default 15 min).
+    pub access_ttl: Duration,
+    /// A session ends after this long without a refresh (default 14 days).
+    pub refresh_idle_ttl: Duration,
+    /// A session ends this long after sign-in, refreshed or not (default 60 days).
+    pub refresh_absolute_ttl: Duration,
+    /// A refresh token presented again within this window after its rotation is a race between two tabs, not
+    /// theft: it is refused without ending the session (default 10 s).
+    pub refresh_reuse_grace: Duration,
+    /// Access tokens' `iss` (default "techhub").
+    pub issuer: String,
+    /// Access tokens' `aud` (default "techhub").
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf` (default 5 s).
+    pub leeway: Duration,
+    /// Failures before an account locks (default 5).
+    pub lockout_threshold: u32,
+    /// The first lockout; each further failure doubles it (default 30 s).
+    pub lockout_base: Duration,
+    /// The longest lockout (default 15 min).
+    pub lockout_cap: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            argon2: Argon2Params::OWASP,
+            argon2_ceiling: Argon2Params { memory_kib: 262_144, iterations: 10, parallelism: 8 },
+            hashing_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_idle_ttl: Duration::from_secs(14 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(60 * 24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
+            issuer: "techhub".to_owned(),
+            audience: "techhub".to_owned(),
+            leeway: Duration::from_secs(5),
+            lockout_threshold: 5,
+            lockout_base: Duration::from_secs(30),
+            lockout_cap: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 impl Default for Config {
@@ -30,6 +110,7 @@ impl Default for Config {
             email_from: "TechHub <no-reply@localhost>".to_owned(),
             password_reset_ttl: Duration::from_secs(30 * 60),
             email_verify_ttl: Duration::from_secs(24 * 3600),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -70,6 +151,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::auth`].
+    #[must_use]
+    pub fn auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// Sets [`Config::email_verify_ttl`].
     #[must_use]
     pub fn email_verify_ttl(mut self, ttl: Duration) -> Self {
@@ -87,8 +175,19 @@ impl Config {
                 "the public URL must start with http:// or https://",
             ));
         }
-        if self.password_reset_ttl.is_zero() || self.email_verify_ttl.is_zero() {
-            return Err(crate::Error::invalid_field("ttl", "token lifetimes must be longer than zero"));
+        let auth = &self.auth;
+        let lifetimes = [self.password_reset_ttl, self.email_verify_ttl, auth.access_ttl, auth.refresh_idle_ttl];
+        if lifetimes.iter().any(Duration::is_zero) || auth.refresh_absolute_ttl < auth.refresh_idle_ttl {
+            return Err(crate::Error::invalid_field(
+                "ttl",
+                "token lifetimes must be longer than zero, and the absolute session lifetime at least the idle one",
+            ));
+        }
+        if !auth.argon2.within(&auth.argon2_ceiling) || auth.hashing_concurrency == 0 || auth.lockout_threshold == 0 {
+            return Err(crate::Error::invalid_field(
+                "auth",
+                "argon2 parameters must be within the ceiling, and concurrency and lockout threshold at least 1",
+            ));
         }
         Ok(())
     }

@@ -79,6 +79,8 @@ pub struct FieldError {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     fields: Vec<FieldError>,
     #[serde(skip)]
@@ -88,7 +90,7 @@ pub struct Error {
 impl Error {
     /// An error of `kind` with a message for humans.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), fields: Vec::new(), source: None }
+        Self { kind, message: message.into(), code: None, fields: Vec::new(), source: None }
     }
 
     /// An [`ErrorKind::InvalidInput`] error.
@@ -120,6 +122,29 @@ impl Error {
     /// An [`ErrorKind::Internal`] error.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+
+    /// Adds a finer machine word than the kind (`"email_taken"`, `"invalid_credentials"`, `"token_expired"`),
+    /// which front-ends pass on (the HTTP API's problem `code`).
+    #[must_use]
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The finer machine word, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// An [`ErrorKind::Unauthenticated`] error.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated, message)
+    }
+
+    /// An [`ErrorKind::RateLimited`] error.
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RateLimited, message)
     }
 
     /// Adds a field-level validation detail.

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
+use crate::auth::password::Passwords;
+use crate::auth::{AccessTokens, AuthService, JwtKeys, SigningKey};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
@@ -13,6 +15,7 @@ use crate::jobs::signals::JobSignals;
 use crate::jobs::{HandlerOptions, JobHandler, JobService, Registry};
 use crate::notify::{Notifier, OutboxNotifier, Templates, register_builtin_handlers};
 use crate::storage::{DynStorage, Storage};
+use crate::users::{UserService, register_transfer_handlers};
 use crate::{Error, Result};
 
 /// The engine: storage, clock, configuration and the event bus.
@@ -33,6 +36,8 @@ struct HubInner {
     signals: JobSignals,
     notifier: Arc<dyn Notifier>,
     templates: Templates,
+    passwords: Passwords,
+    access_tokens: AccessTokens,
 }
 
 impl TechHub {
@@ -69,6 +74,24 @@ impl TechHub {
     /// A new subscriber to every event the hub publishes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// The user service: register, read, list, update, delete, import, export.
+    pub fn users(&self) -> UserService {
+        UserService::new(self.clone())
+    }
+
+    /// The authentication service: sign-in, sessions, password reset and change, email verification.
+    pub fn auth(&self) -> AuthService {
+        AuthService::new(self.clone())
+    }
+
+    pub(crate) fn passwords(&self) -> &Passwords {
+        &self.inner.passwords
+    }
+
+    pub(crate) fn access_tokens(&self) -> &AccessTokens {
+        &self.inner.access_tokens
     }
 
     /// The job service: enqueue, list, cancel and retry jobs.
@@ -121,9 +144,18 @@ pub struct TechHubBuilder {
     config: Config,
     handlers: Registry,
     notifier: Option<Arc<dyn Notifier>>,
+    jwt_keys: Option<JwtKeys>,
 }
 
 impl TechHubBuilder {
+    /// Signs access tokens with `keys` (e.g. `JwtKeys::new(SigningKey::hs256("k1", secret)?)`). Without keys
+    /// the hub makes a random one: fine for tests and desktop apps, but tokens then die with the process.
+    #[must_use]
+    pub fn jwt_keys(mut self, keys: JwtKeys) -> Self {
+        self.jwt_keys = Some(keys);
+        self
+    }
+
     /// Sends email through `notifier` (an [`SmtpNotifier`](crate::notify::SmtpNotifier), say). Without one,
     /// email goes to an [`OutboxNotifier`].
     #[must_use]
@@ -181,6 +213,14 @@ impl TechHubBuilder {
         let events = EventBus::new(self.config.event_capacity);
         let mut handlers = self.handlers;
         register_builtin_handlers(&mut handlers);
+        register_transfer_handlers(&mut handlers);
+        let keys = self.jwt_keys.unwrap_or_else(|| {
+            tracing::warn!("no JWT keys configured: using a random key, so sessions end when the process does");
+            JwtKeys::new(SigningKey::ephemeral())
+        });
+        let auth = &self.config.auth;
+        let passwords = Passwords::new(auth.argon2, auth.argon2_ceiling, auth.hashing_concurrency);
+        let access_tokens = AccessTokens::new(keys, auth);
         Ok(TechHub {
             inner: Arc::new(HubInner {
                 storage,
@@ -191,6 +231,8 @@ impl TechHubBuilder {
                 signals: JobSignals::default(),
                 notifier: self.notifier.unwrap_or_else(|| Arc::new(OutboxNotifier::new())),
                 templates: Templates::built_in(),
+                passwords,
+                access_tokens,
             }),
         })
     }

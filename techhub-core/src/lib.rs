@@ -70,7 +70,7 @@
 //! ```
 
 mod actor;
-mod auth;
+pub mod auth;
 pub mod clock;
 pub mod config;
 mod error;
@@ -80,6 +80,7 @@ pub mod jobs;
 pub mod model;
 pub mod notify;
 pub mod storage;
+pub mod users;
 
 pub use actor::Actor;
 pub use config::Config;

@@ -71,6 +71,10 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
+    async fn get_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        Ok(lock(&self.tokens).by_hash.get(hash).cloned())
+    }
+
     async fn consume_token(
         &self,
         hash: &TokenHash,

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
 use techhub_core::storage::{Conflict, StoreError, StoreResult, TokenSelector, UserStore};
 
@@ -67,6 +68,8 @@ impl UserStore for MemoryStore {
 
         user.version = expected_version + 1;
         user.created_at = stored.created_at;
+        user.failed_logins = stored.failed_logins;
+        user.last_failed_login_at = stored.last_failed_login_at;
         if stored.email != user.email {
             tables.by_email.remove(&stored.email);
             tables.by_email.insert(user.email.clone(), user.id);
@@ -94,6 +97,22 @@ impl UserStore for MemoryStore {
         users.by_email.remove(&email);
         users.by_id.remove(&id);
         users.active_admins -= usize::from(was_active_admin);
+        Ok(())
+    }
+
+    async fn record_login_failure(&self, id: UserId, now: DateTime<Utc>) -> StoreResult<u32> {
+        let mut users = write(&self.users);
+        let user = users.by_id.get_mut(&id).ok_or(StoreError::NotFound)?;
+        user.failed_logins = user.failed_logins.saturating_add(1);
+        user.last_failed_login_at = Some(now);
+        Ok(user.failed_logins)
+    }
+
+    async fn clear_login_failures(&self, id: UserId) -> StoreResult<()> {
+        let mut users = write(&self.users);
+        let user = users.by_id.get_mut(&id).ok_or(StoreError::NotFound)?;
+        user.failed_logins = 0;
+        user.last_failed_login_at = None;
         Ok(())
     }
 

@@ -1,3 +1,12 @@
-//! Authentication building blocks.
+//! Authentication: password hashing and rules, access tokens, one-time tokens, and the [`AuthService`].
 
+mod jwt;
 pub(crate) mod one_time;
+pub(crate) mod password;
+mod password_rules;
+mod service;
+
+pub(crate) use jwt::AccessTokens;
+pub use jwt::{AccessClaims, JwtKeys, MIN_SECRET_BYTES, SigningKey};
+pub use password_rules::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, check_new_password};
+pub use service::{AuthService, Session, TokenPair};

@@ -72,6 +72,8 @@ pub struct TokenRecord {
     pub family: TokenFamilyId,
     /// When it was issued.
     pub created_at: DateTime<Utc>,
+    /// When its family began (the login, for refresh tokens): an absolute session lifetime counts from here.
+    pub family_created_at: DateTime<Utc>,
     /// When it stops being accepted.
     pub expires_at: DateTime<Utc>,
     /// When it was consumed, if it was. Consumed records stay until they expire so that a replay is
@@ -89,7 +91,14 @@ impl TokenRecord {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Self {
-        Self { hash, kind, user_id, family, created_at, expires_at, consumed_at: None }
+        Self { hash, kind, user_id, family, created_at, family_created_at: created_at, expires_at, consumed_at: None }
+    }
+
+    /// The same record, in a family that began at `family_created_at` (a rotated refresh token).
+    #[must_use]
+    pub fn in_family_since(mut self, family_created_at: DateTime<Utc>) -> Self {
+        self.family_created_at = family_created_at;
+        self
     }
 
     /// Whether the token is still accepted at `now`.

@@ -183,6 +183,12 @@ pub struct User {
     /// The password hash, if the user has a password (invited users may not yet).
     #[serde(skip)]
     pub password_hash: Option<PasswordHash>,
+    /// Failed sign-ins since the last success (kept in storage, so lockouts survive restarts).
+    #[serde(skip)]
+    pub failed_logins: u32,
+    /// When the latest failed sign-in happened.
+    #[serde(skip)]
+    pub last_failed_login_at: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -199,6 +205,8 @@ impl User {
             created_at: now,
             updated_at: now,
             password_hash: None,
+            failed_logins: 0,
+            last_failed_login_at: None,
         }
     }
 }

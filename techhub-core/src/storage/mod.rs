@@ -62,7 +62,9 @@ pub trait UserStore: Send + Sync {
     /// - A write that would leave no active admin where there was one (demoting or disabling the last)
     ///   fails with [`Conflict::LastActiveAdmin`] and changes nothing.
     ///
-    /// `id` and `created_at` are kept from the stored user. Returns the stored user.
+    /// `id`, `created_at` and the login-failure counters are kept from the stored user (the counters change only
+    /// through [`UserStore::record_login_failure`] and [`UserStore::clear_login_failures`], so an update never
+    /// undoes a concurrent failure). Returns the stored user.
     async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User>;
 
     /// Deletes the user and, in the same atomic write, every token it holds (so all its sessions end).
@@ -73,6 +75,14 @@ pub trait UserStore: Send + Sync {
     ///
     /// Its email is free afterwards. Its jobs, builds and notifications are kept.
     async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()>;
+
+    /// Counts a failed sign-in at `now`, atomically: returns the new number of failures since the last success.
+    /// Of concurrent failures none is lost. The version does not change. A missing user is `NotFound`.
+    async fn record_login_failure(&self, id: UserId, now: DateTime<Utc>) -> StoreResult<u32>;
+
+    /// Resets the failure count after a successful sign-in. The version does not change. A missing user is
+    /// `NotFound`.
+    async fn clear_login_failures(&self, id: UserId) -> StoreResult<()>;
 
     /// A page of users passing `filter`, in id order.
     ///
@@ -104,6 +114,9 @@ pub trait TokenStore: Send + Sync {
     ///
     /// A record with the same hash fails with [`Conflict::Duplicate`].
     async fn insert_token(&self, record: TokenRecord) -> StoreResult<()>;
+
+    /// The record with `hash` as stored (consumed and expired ones included), without changing it.
+    async fn get_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>>;
 
     /// Consumes the token with `hash` and `kind` at `now`, atomically.
     ///

@@ -179,3 +179,21 @@ pub async fn tokens_prune_removes_only_expired(store: DynStorage) {
     let fresh = store.consume_token(&TokenHash::of("fresh"), TokenKind::PasswordReset, at(12), None).await;
     assert!(matches!(fresh.expect("works"), Some(Consumed::Fresh(_))));
 }
+
+/// Reading a token by hash changes nothing and shows consumed records too; the family start survives rotation.
+pub async fn tokens_get_token_reads_without_consuming(store: DynStorage) {
+    let user_id = owner(&store, "peek@example.com").await;
+    let family = TokenFamilyId::new();
+    let issued = record("peek", TokenKind::Refresh, user_id, family).in_family_since(at(-100));
+    store.insert_token(issued.clone()).await.expect("insert");
+    assert_eq!(store.get_token(&TokenHash::of("peek")).await.expect("get works"), Some(issued.clone()));
+    assert_eq!(store.get_token(&TokenHash::of("peek")).await.expect("get works"), Some(issued.clone()));
+    let next = record("peek-2", TokenKind::Refresh, user_id, family).in_family_since(issued.family_created_at);
+    let fresh = store.consume_token(&TokenHash::of("peek"), TokenKind::Refresh, at(1), Some(next)).await;
+    assert!(matches!(fresh.expect("works"), Some(Consumed::Fresh(_))));
+    let consumed = store.get_token(&TokenHash::of("peek")).await.expect("get works").expect("kept until expiry");
+    assert_eq!(consumed.consumed_at, Some(at(1)));
+    let rotated = store.get_token(&TokenHash::of("peek-2")).await.expect("get works").expect("stored");
+    assert_eq!(rotated.family_created_at, at(-100));
+    assert_eq!(store.get_token(&TokenHash::of("unknown")).await.expect("get works"), None);
+}

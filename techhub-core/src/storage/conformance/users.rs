@@ -248,3 +248,32 @@ pub async fn users_update_with_follow_up_jobs_is_atomic(store: DynStorage) {
     assert_eq!(conflict(duplicate_job), Conflict::Duplicate);
     assert_eq!(store.get_user(stored.id).await.expect("get works").map(|user| user.version), Some(2));
 }
+
+/// Login failures are counted atomically (none lost under concurrency), cleared on success, kept by updates,
+/// and change no version.
+pub async fn users_login_failures_count_atomically(store: DynStorage) {
+    let stored = store.insert_user(user("locked@example.com"), vec![]).await.expect("insert works");
+    let mut tasks = JoinSet::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move { store.record_login_failure(stored.id, at(3)).await.expect("counts") });
+    }
+    let mut counts = Vec::new();
+    while let Some(count) = tasks.join_next().await {
+        counts.push(count.expect("task ran"));
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=16).collect::<Vec<u32>>(), "every failure got its own number");
+
+    let counted = store.get_user(stored.id).await.expect("get works").expect("exists");
+    assert_eq!((counted.failed_logins, counted.last_failed_login_at, counted.version), (16, Some(at(3)), 1));
+    // An update made from an older read keeps the counters.
+    let renamed = store.update_user(User { name: "Renamed".into(), ..stored.clone() }, 1, vec![]).await.expect("ok");
+    assert_eq!(renamed.failed_logins, 16);
+
+    store.clear_login_failures(stored.id).await.expect("clears");
+    let cleared = store.get_user(stored.id).await.expect("get works").expect("exists");
+    assert_eq!((cleared.failed_logins, cleared.last_failed_login_at, cleared.version), (0, None, 2));
+    assert!(matches!(store.record_login_failure(UserId::new(), at(4)).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.clear_login_failures(UserId::new()).await, Err(StoreError::NotFound)));
+}
