@@ -56,7 +56,8 @@ pub struct AuthConfig {
     /// Stored hashes above these parameters are refused without being computed, so a planted hash cannot
     /// make sign-in burn minutes of CPU (default 256 MiB, 10 passes, 8 lanes).
     pub argon2_ceiling: Argon2Params,
-    /// How many hashes run at once (default: the number of CPUs); bounds memory at `argon2.memory_kib` each.
+    /// How many hashes run at once (default: one less than the CPUs, at least 1, so a sign-in storm leaves a
+    /// core to the async runtime); bounds memory at `argon2.memory_kib` each.
     pub hashing_concurrency: usize,
     /// Access-token lifetime (default 15 min).
     pub access_ttl: Duration,
@@ -86,7 +87,8 @@ impl Default for AuthConfig {
         Self {
             argon2: Argon2Params::OWASP,
             argon2_ceiling: Argon2Params { memory_kib: 262_144, iterations: 10, parallelism: 8 },
-            hashing_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            hashing_concurrency: std::thread::available_parallelism()
+                .map_or(1, |cpus| usize::from(cpus).saturating_sub(1).max(1)),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_idle_ttl: Duration::from_secs(14 * 24 * 3600),
             refresh_absolute_ttl: Duration::from_secs(60 * 24 * 3600),

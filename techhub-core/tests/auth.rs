@@ -233,6 +233,14 @@ async fn tokens_of_deleted_disabled_or_password_changed_users_stop_working_at_on
     f.hub.auth().authenticate(&laptop.access_token).await.expect("the session that changed it stays");
     assert!(f.hub.auth().login("moved@example.com", PASSWORD).await.is_err());
     f.hub.auth().login("moved@example.com", "a brand new passphrase").await.expect("new password works");
+    let notices = f
+        .store
+        .list_jobs(
+            &JobFilter { kind: Some("email.password_changed".into()), ..Default::default() },
+            &PageRequest::first(5),
+        )
+        .await;
+    assert_eq!(notices.expect("list").items.len(), 1, "a notice email is enqueued");
     let wrong = f.hub.auth().change_password(&session, "not the password", "another new passphrase").await;
     assert_eq!(wrong.expect_err("wrong current").code(), Some("invalid_credentials"));
 }

@@ -134,16 +134,29 @@ pub(crate) struct AccessTokens {
     audience: String,
     ttl: Duration,
     leeway: Duration,
+    /// Built once per algorithm: verification is on every request's path.
+    validations: [(Algorithm, Validation); 2],
 }
 
 impl AccessTokens {
     pub(crate) fn new(keys: JwtKeys, config: &AuthConfig) -> Self {
+        let validation = |algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.set_issuer(&[&config.issuer]);
+            validation.set_audience(&[&config.audience]);
+            validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+            // Time is checked against the hub's clock in `verify`, not the library's reading of the system clock.
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            (algorithm, validation)
+        };
         Self {
             keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: config.access_ttl,
             leeway: config.leeway,
+            validations: [validation(Algorithm::HS256), validation(Algorithm::EdDSA)],
         }
     }
 
@@ -184,15 +197,10 @@ impl AccessTokens {
         if header.alg != key.algorithm {
             return Err(invalid());
         }
-        let mut validation = Validation::new(key.algorithm);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        // Time is checked below against the hub's clock, not the library's reading of the system clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
+        let validation = self.validations.iter().find(|(algorithm, _)| *algorithm == key.algorithm).map(|(_, v)| v);
+        let validation = validation.ok_or_else(invalid)?;
         let claims =
-            jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation).map_err(|_| invalid())?.claims;
+            jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation).map_err(|_| invalid())?.claims;
         let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
         let now = now.timestamp();
         if claims.nbf > now.saturating_add(leeway) || claims.iat > now.saturating_add(leeway) {

@@ -256,6 +256,13 @@ impl AuthService {
         }
     }
 
+    /// Checks an access token's signature, algorithm, `typ`, `kid` and claims, without touching storage. It
+    /// does not see revoked sessions or disabled users: requests use [`AuthService::authenticate`]; this is
+    /// for code that only needs the claims (a gateway, a benchmark).
+    pub fn verify_access_token(&self, access_token: &str) -> Result<super::AccessClaims> {
+        self.hub.access_tokens().verify(access_token, self.hub.now())
+    }
+
     /// The live sessions of `user_id` (the user itself or an admin).
     pub async fn sessions(&self, actor: &Actor, user_id: UserId) -> Result<Vec<SessionInfo>> {
         if !actor.may_access(Some(user_id)) {

@@ -1,0 +1,80 @@
+//! Authentication costs, for scripts:
+//!
+//! ```text
+//! cargo run --release -p techhub-benches --bin auth
+//! ```
+//!
+//! Prints one line: the time of one password hash at the default (OWASP) argon2id parameters, access-token
+//! verifications per second on one thread, and the p50/p99 latency of a trivial async task (a 1 ms sleep's
+//! overshoot) while 32 sign-ins hash at once: hashing runs on blocking threads behind a semaphore, so the
+//! runtime must stay responsive.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use techhub_core::TechHub;
+use techhub_core::auth::{JwtKeys, SigningKey};
+use techhub_core::users::Registration;
+use techhub_store_memory::MemoryStore;
+use tokio::task::JoinSet;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+#[tokio::main]
+async fn main() {
+    let keys = JwtKeys::new(SigningKey::hs256("bench", b"a benchmark secret of at least 32 bytes").expect("key"));
+    let hub = TechHub::builder().storage(MemoryStore::new()).jwt_keys(keys).build().expect("hub");
+
+    // One hash at the default parameters (through registration, which hashes once).
+    let started = Instant::now();
+    let registration = Registration { email: "bench@example.com".into(), password: PASSWORD.into(), name: None };
+    hub.users().register(registration).await.expect("registers");
+    let hash_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    // Access-token verifications on this thread.
+    let token = hub.auth().login("bench@example.com", PASSWORD).await.expect("signs in").access_token;
+    let auth = hub.auth();
+    let rounds = 200_000;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(auth.verify_access_token(std::hint::black_box(&token)).expect("valid"));
+    }
+    let verify_per_s = (rounds as f64 / started.elapsed().as_secs_f64()) as u64;
+
+    // Responsiveness during a sign-in storm.
+    let (p50_ms, p99_ms, logins) = responsiveness(&hub).await;
+    println!(
+        "hash_ms={hash_ms:.1} verify_per_s={verify_per_s} concurrent_logins=32 logins_done={logins} p50_task_latency_ms={p50_ms:.2} p99_task_latency_ms={p99_ms:.2}"
+    );
+}
+
+async fn responsiveness(hub: &TechHub) -> (f64, f64, usize) {
+    let mut storm = JoinSet::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for _ in 0..32 {
+        let (hub, stop) = (hub.clone(), stop.clone());
+        storm.spawn(async move {
+            let mut done = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hub.auth().login("bench@example.com", PASSWORD).await.expect("signs in");
+                done += 1;
+            }
+            done
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut latencies = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        latencies.push(started.elapsed().saturating_sub(Duration::from_millis(1)));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut logins = 0;
+    while let Some(done) = storm.join_next().await {
+        logins += done.expect("storm task");
+    }
+    latencies.sort_unstable();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99), logins)
+}
