@@ -1,0 +1,171 @@
+//! Builds (stored as JSON records with their filter columns beside them) and their logs.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use techhub_core::model::{Build, BuildFilter, BuildId, BuildStatus, Job, LogLine, NewLogLine, Page, PageRequest};
+use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult};
+
+use crate::rows::to_json;
+use crate::{Sql, SqliteStore, jobs, rows, start_after};
+
+fn status_word(status: BuildStatus) -> StoreResult<String> {
+    Ok(to_json(&status)?.trim_matches('"').to_owned())
+}
+
+fn load(connection: &Connection, id: BuildId) -> StoreResult<Option<Build>> {
+    connection
+        .query_row("SELECT record FROM builds WHERE id = ?1", [id.as_bytes()], |row| rows::from_json(row, 0))
+        .optional()
+        .sql()
+}
+
+#[async_trait]
+impl BuildStore for SqliteStore {
+    async fn insert_builds(&self, builds: Vec<Build>, follow_up: Vec<Job>) -> StoreResult<Vec<Build>> {
+        self.engine
+            .write(move |connection| {
+                let mut stored = Vec::with_capacity(builds.len());
+                for mut build in builds {
+                    if load(connection, build.id)?.is_some() {
+                        return Err(Conflict::Duplicate.into());
+                    }
+                    build.version = 1;
+                    connection
+                        .execute(
+                            "INSERT INTO builds (id, project, status, created_by, version, record) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                            params![
+                                build.id.as_bytes(),
+                                build.project,
+                                status_word(build.status)?,
+                                build.created_by.map(|user| user.as_bytes().to_vec()),
+                                to_json(&build)?,
+                            ],
+                        )
+                        .sql()?;
+                    stored.push(build);
+                }
+                jobs::insert_jobs(connection, follow_up)?;
+                Ok(stored)
+            })
+            .await
+    }
+
+    async fn get_build(&self, id: BuildId) -> StoreResult<Option<Build>> {
+        self.engine.read(move |connection| load(connection, id)).await
+    }
+
+    async fn update_build(&self, mut build: Build, expected_version: u64) -> StoreResult<Build> {
+        self.engine
+            .write(move |connection| {
+                let stored = load(connection, build.id)?.ok_or(StoreError::NotFound)?;
+                if stored.version != expected_version {
+                    return Err(Conflict::VersionMismatch.into());
+                }
+                build.version = expected_version + 1;
+                build.created_at = stored.created_at;
+                connection
+                    .execute(
+                        "UPDATE builds SET project = ?2, status = ?3, created_by = ?4, version = ?5, record = ?6 WHERE id = ?1",
+                        params![
+                            build.id.as_bytes(),
+                            build.project,
+                            status_word(build.status)?,
+                            build.created_by.map(|user| user.as_bytes().to_vec()),
+                            i64::try_from(build.version).unwrap_or(i64::MAX),
+                            to_json(&build)?,
+                        ],
+                    )
+                    .sql()?;
+                Ok(build)
+            })
+            .await
+    }
+
+    async fn list_builds(&self, filter: &BuildFilter, page: &PageRequest) -> StoreResult<Page<Build>> {
+        let after = start_after(page)?;
+        let filter = filter.clone();
+        let limit = page.limit;
+        self.engine
+            .read(move |connection| {
+                let status = filter.status.map(status_word).transpose()?;
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT record FROM builds WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR project = ?2) \
+                         AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR created_by = ?4) ORDER BY id LIMIT ?5",
+                    )
+                    .sql()?;
+                let items = statement
+                    .query_map(
+                        params![
+                            after.map(|id| id.as_bytes().to_vec()),
+                            filter.project,
+                            status,
+                            filter.created_by.map(|user| user.as_bytes().to_vec()),
+                            i64::try_from(limit + 1).unwrap_or(i64::MAX),
+                        ],
+                        |row| rows::from_json::<Build>(row, 0),
+                    )
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<Build>>>()
+                    .sql()?;
+                Ok(Page::from_overfetch(items, limit, |build| build.id.into()))
+            })
+            .await
+    }
+
+    async fn append_log(&self, id: BuildId, lines: Vec<NewLogLine>) -> StoreResult<u64> {
+        self.engine
+            .write(move |connection| {
+                if load(connection, id)?.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let mut next: u64 = connection
+                    .query_row(
+                        "SELECT COALESCE(MAX(seq) + 1, 0) FROM build_logs WHERE build_id = ?1",
+                        [id.as_bytes()],
+                        |row| row.get::<_, i64>(0),
+                    )
+                    .sql()?
+                    .try_into()
+                    .unwrap_or_default();
+                let mut insert = connection
+                    .prepare_cached("INSERT INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)")
+                    .sql()?;
+                for line in lines {
+                    let line =
+                        LogLine { seq: next, at: line.at, module: line.module, stream: line.stream, text: line.text };
+                    insert
+                        .execute(params![id.as_bytes(), i64::try_from(next).unwrap_or(i64::MAX), to_json(&line)?])
+                        .sql()?;
+                    next += 1;
+                }
+                Ok(next)
+            })
+            .await
+    }
+
+    async fn read_log(&self, id: BuildId, offset: u64, limit: usize) -> StoreResult<Vec<LogLine>> {
+        self.engine
+            .read(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT line FROM build_logs WHERE build_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .sql()?;
+                let lines = statement
+                    .query_map(
+                        params![
+                            id.as_bytes(),
+                            i64::try_from(offset).unwrap_or(i64::MAX),
+                            i64::try_from(limit).unwrap_or(i64::MAX)
+                        ],
+                        |row| rows::from_json::<LogLine>(row, 0),
+                    )
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .sql()?;
+                Ok(lines)
+            })
+            .await
+    }
+}

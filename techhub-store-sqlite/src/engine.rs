@@ -1,0 +1,208 @@
+//! The connections: one writer thread that commits concurrent writes together (group commit), and a small pool
+//! of read-only connections used from blocking threads. No rusqlite call ever runs on an async worker thread.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use techhub_core::storage::{StoreError, StoreResult};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::schema;
+
+/// A write's outcome, delivered once the batch it was part of committed (or failed to).
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+/// A write: runs inside the batch's transaction (in a savepoint of its own) and says whether it succeeded.
+type Work = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+/// The largest number of writes committed in one transaction.
+const MAX_BATCH: usize = 1_024;
+
+/// How durable a commit is once acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = NORMAL` in WAL mode: an acknowledged write survives a crash of the process; a power
+    /// loss may lose the last commits (never corrupts). The default.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: an acknowledged write survives a power loss too, at the cost of an fsync per commit.
+    Full,
+}
+
+/// How the store opens its database.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// How long a write waits for another process's lock before failing as unavailable (default 5 s).
+    pub busy_timeout: Duration,
+    /// Read-only connections for queries (default 4; an in-memory database reads through the writer).
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { durability: Durability::Normal, busy_timeout: Duration::from_secs(5), readers: 4 }
+    }
+}
+
+pub(crate) struct Engine {
+    writer: Mutex<Sender<Work>>,
+    readers: Option<ReaderPool>,
+}
+
+struct ReaderPool {
+    connections: Arc<Mutex<Vec<Connection>>>,
+    permits: Arc<Semaphore>,
+}
+
+pub(crate) fn sql_error(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError::unavailable(error),
+        _ => StoreError::backend(error),
+    }
+}
+
+fn configure(connection: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    connection.busy_timeout(options.busy_timeout)?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    let synchronous = match options.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    connection.pragma_update(None, "synchronous", synchronous)?;
+    Ok(())
+}
+
+impl Engine {
+    /// Opens (creating if needed) the database at `path`, migrating it, with WAL and a reader pool.
+    pub(crate) fn open(path: &Path, options: &SqliteOptions) -> StoreResult<Self> {
+        let writer = Connection::open(path).map_err(sql_error)?;
+        writer.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
+        configure(&writer, options).map_err(sql_error)?;
+        schema::migrate(&writer)?;
+        let mut readers = Vec::with_capacity(options.readers);
+        for _ in 0..options.readers {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+            let reader = Connection::open_with_flags(path, flags).map_err(sql_error)?;
+            configure(&reader, options).map_err(sql_error)?;
+            readers.push(reader);
+        }
+        let pool = (!readers.is_empty()).then(|| ReaderPool {
+            permits: Arc::new(Semaphore::new(readers.len())),
+            connections: Arc::new(Mutex::new(readers)),
+        });
+        Ok(Self { writer: Mutex::new(spawn_writer(writer)?), readers: pool })
+    }
+
+    /// A private in-memory database: reads go through the writer (there is only one connection).
+    pub(crate) fn in_memory() -> StoreResult<Self> {
+        let writer = Connection::open_in_memory().map_err(sql_error)?;
+        configure(&writer, &SqliteOptions::default()).map_err(sql_error)?;
+        schema::migrate(&writer)?;
+        Ok(Self { writer: Mutex::new(spawn_writer(writer)?), readers: None })
+    }
+
+    /// Runs `op` in the writer's next batch; answers once that batch is committed. If `op` fails, its
+    /// changes are rolled back and the rest of the batch is unaffected.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(move |connection| {
+            let result = op(connection);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error| {
+                let outcome = match commit_error {
+                    Some(message) => Err(StoreError::unavailable(std::io::Error::other(message.to_owned()))),
+                    None => result,
+                };
+                let _ = reply.send(outcome);
+            });
+            (ok, finish)
+        });
+        let sender = self.writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        sender.send(work).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs a query on a reader connection (on a blocking thread), or through the writer without readers.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let Some(pool) = &self.readers else { return self.write(op).await };
+        let _permit = pool.permits.acquire().await.map_err(|_| closed())?;
+        let connections = pool.connections.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connections.lock().unwrap_or_else(PoisonError::into_inner).pop().ok_or_else(closed)?;
+            let result = op(&connection);
+            connections.lock().unwrap_or_else(PoisonError::into_inner).push(connection);
+            result
+        })
+        .await
+        .map_err(|_| closed())?
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::unavailable(std::io::Error::other("the SQLite store is closed"))
+}
+
+fn spawn_writer(connection: Connection) -> StoreResult<Sender<Work>> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("techhub-sqlite-writer".to_owned())
+        .spawn(move || write_loop(&connection, &receiver))
+        .map_err(StoreError::backend)?;
+    Ok(sender)
+}
+
+/// Takes whatever writes are waiting, runs them in one transaction, commits once, then answers them all.
+fn write_loop(connection: &Connection, receiver: &Receiver<Work>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(work) => batch.push(work),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+            // Another process held the lock past the busy timeout: dropping the writes drops their replies,
+            // so each caller is told the store is unavailable and nothing was written.
+            tracing::warn!(error = %error, writes = batch.len(), "could not begin a write transaction");
+            drop(batch);
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        for work in batch {
+            if connection.execute_batch("SAVEPOINT write").is_err() {
+                continue;
+            }
+            // A panicking write drops its reply (its caller sees the store as unavailable) and is rolled back.
+            let (ok, finish) =
+                catch_unwind(AssertUnwindSafe(|| work(connection))).unwrap_or_else(|_| (false, noop_finish()));
+            let end = if ok { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+            if let Err(error) = connection.execute_batch(end) {
+                tracing::error!(error = %error, "closing a savepoint failed");
+            }
+            finishes.push(finish);
+        }
+        let commit_error = connection.execute_batch("COMMIT").err().map(|error| {
+            let _ = connection.execute_batch("ROLLBACK");
+            error.to_string()
+        });
+        for finish in finishes {
+            finish(commit_error.as_deref());
+        }
+    }
+}
+
+fn noop_finish() -> Finish {
+    Box::new(|_| {})
+}

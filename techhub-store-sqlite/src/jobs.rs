@@ -1,0 +1,442 @@
+//! Jobs. A claim is one `UPDATE ... RETURNING` over the claim-order index; other transitions load the job,
+//! apply the same rules as every store, and write it back, all inside the writer's transaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value;
+use techhub_core::clock;
+use techhub_core::model::{
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Retry,
+    WorkerId,
+};
+use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult};
+
+use crate::rows::{JOB_COLUMNS, micros, to_json};
+use crate::{Sql, SqliteStore, rows, start_after};
+
+pub(crate) fn load_job(connection: &Connection, id: JobId) -> StoreResult<Option<Job>> {
+    connection
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .sql()?
+        .query_row([id.as_bytes()], rows::job)
+        .optional()
+        .sql()
+}
+
+fn live_with_key(connection: &Connection, key: &str) -> StoreResult<Option<Job>> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE unique_key = ?1 AND state IN ('queued', 'running')"
+        ))
+        .sql()?
+        .query_row([key], rows::job)
+        .optional()
+        .sql()
+}
+
+/// Stores jobs as [`JobStore::enqueue_many`] says; the caller's transaction makes the batch atomic.
+pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+    let mut stored = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(key) = &job.unique_key
+            && let Some(existing) = live_with_key(connection, key)?
+        {
+            stored.push(existing);
+            continue;
+        }
+        if load_job(connection, job.id)?.is_some() {
+            return Err(Conflict::Duplicate.into());
+        }
+        connection
+            .prepare_cached(&format!(
+                "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+            ))
+            .sql()?
+            .execute(params![
+                job.id.as_bytes(),
+                job.queue,
+                job.kind,
+                to_json(&job.payload)?,
+                job.state.as_str(),
+                job.priority,
+                job.attempt,
+                job.max_attempts,
+                micros(job.run_at),
+                micros(job.created_at),
+                job.started_at.map(micros),
+                job.finished_at.map(micros),
+                job.progress.percent,
+                job.progress.message,
+                job.last_error,
+                job.result.as_ref().map(to_json).transpose()?,
+                job.artifact.as_ref().map(|info| info.content_type.clone()),
+                job.artifact.as_ref().and_then(|info| info.file_name.clone()),
+                job.artifact.as_ref().map(|info| i64::try_from(info.size).unwrap_or(i64::MAX)),
+                job.created_by.map(|user| user.as_bytes().to_vec()),
+                job.unique_key,
+                job.lease_holder.as_ref().map(|worker| worker.as_str().to_owned()),
+                job.lease_until.map(micros),
+                job.cancel_requested,
+            ])
+            .sql()?;
+        stored.push(job);
+    }
+    Ok(stored)
+}
+
+/// Writes back every column a transition can change.
+fn save(connection: &Connection, job: &Job) -> StoreResult<()> {
+    connection
+        .prepare_cached(
+            "UPDATE jobs SET state = ?2, attempt = ?3, run_at = ?4, started_at = ?5, finished_at = ?6, progress_percent = ?7, \
+             progress_message = ?8, last_error = ?9, result = ?10, artifact_content_type = ?11, artifact_file_name = ?12, \
+             artifact_size = ?13, lease_holder = ?14, lease_until = ?15, cancel_requested = ?16 WHERE id = ?1",
+        )
+        .sql()?
+        .execute(params![
+            job.id.as_bytes(),
+            job.state.as_str(),
+            job.attempt,
+            micros(job.run_at),
+            job.started_at.map(micros),
+            job.finished_at.map(micros),
+            job.progress.percent,
+            job.progress.message,
+            job.last_error,
+            job.result.as_ref().map(to_json).transpose()?,
+            job.artifact.as_ref().map(|info| info.content_type.clone()),
+            job.artifact.as_ref().and_then(|info| info.file_name.clone()),
+            job.artifact.as_ref().map(|info| i64::try_from(info.size).unwrap_or(i64::MAX)),
+            job.lease_holder.as_ref().map(|worker| worker.as_str().to_owned()),
+            job.lease_until.map(micros),
+            job.cancel_requested,
+        ])
+        .sql()?;
+    Ok(())
+}
+
+/// The job running under `lease`, or why not.
+fn leased(connection: &Connection, lease: &Lease) -> StoreResult<Job> {
+    let job = load_job(connection, lease.job_id)?.ok_or(StoreError::NotFound)?;
+    if job.is_leased_by(lease) { Ok(job) } else { Err(Conflict::LeaseLost.into()) }
+}
+
+fn finish(job: &mut Job, state: JobState, now: DateTime<Utc>) {
+    job.state = state;
+    job.finished_at = Some(now);
+    job.lease_holder = None;
+    job.lease_until = None;
+}
+
+fn requeue(job: &mut Job, run_at: DateTime<Utc>) {
+    job.state = JobState::Queued;
+    job.run_at = run_at;
+    job.lease_holder = None;
+    job.lease_until = None;
+}
+
+impl SqliteStore {
+    /// Applies `change` to the job running under `lease` and stores it.
+    async fn settle(
+        &self,
+        lease: &Lease,
+        change: impl FnOnce(&Connection, &mut Job) -> StoreResult<()> + Send + 'static,
+    ) -> StoreResult<Job> {
+        let lease = lease.clone();
+        self.engine
+            .write(move |connection| {
+                let mut job = leased(connection, &lease)?;
+                change(connection, &mut job)?;
+                save(connection, &job)?;
+                Ok(job)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, job: Job) -> StoreResult<Job> {
+        self.engine.write(move |connection| Ok(insert_jobs(connection, vec![job])?.remove(0))).await
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+        self.engine.write(move |connection| insert_jobs(connection, jobs)).await
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.engine.read(move |connection| load_job(connection, id)).await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
+        let after = start_after(page)?;
+        let filter = filter.clone();
+        let limit = page.limit;
+        self.engine
+            .read(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR queue = ?2) \
+                         AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR created_by = ?5) \
+                         ORDER BY id LIMIT ?6"
+                    ))
+                    .sql()?;
+                let items = statement
+                    .query_map(
+                        params![
+                            after.map(|id| id.as_bytes().to_vec()),
+                            filter.queue,
+                            filter.state.map(JobState::as_str),
+                            filter.kind,
+                            filter.created_by.map(|user| user.as_bytes().to_vec()),
+                            i64::try_from(limit + 1).unwrap_or(i64::MAX),
+                        ],
+                        rows::job,
+                    )
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<Job>>>()
+                    .sql()?;
+                Ok(Page::from_overfetch(items, limit, |job| job.id.into()))
+            })
+            .await
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Option<Job>> {
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let worker = worker.as_str().to_owned();
+        let queues = queues.to_vec();
+        self.engine
+            .write(move |connection| {
+                let placeholders = (0..queues.len()).map(|n| format!("?{}", n + 4)).collect::<Vec<_>>().join(", ");
+                let sql = format!(
+                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?1, lease_holder = ?2, lease_until = ?3 \
+                     WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND queue IN ({placeholders}) AND run_at <= ?1 \
+                     ORDER BY priority DESC, run_at, id LIMIT 1) RETURNING {JOB_COLUMNS}"
+                );
+                let mut values = vec![
+                    SqlValue::Integer(micros(now)),
+                    SqlValue::Text(worker),
+                    SqlValue::Integer(micros(clock::add(now, lease))),
+                ];
+                values.extend(queues.into_iter().map(SqlValue::Text));
+                connection.prepare_cached(&sql).sql()?.query_row(params_from_iter(values), rows::job).optional().sql()
+            })
+            .await
+    }
+
+    async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
+        self.settle(lease, move |_, job| {
+            job.lease_until = Some(clock::add(now, extend));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn report_progress(&self, lease: &Lease, progress: Progress, _now: DateTime<Utc>) -> StoreResult<Job> {
+        self.settle(lease, move |_, job| {
+            job.progress = progress;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: Value,
+        artifact: Option<Artifact>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Job> {
+        self.settle(lease, move |connection, job| {
+            finish(job, JobState::Succeeded, now);
+            job.result = Some(result);
+            job.progress.percent = 100;
+            job.artifact = artifact.as_ref().map(Artifact::info);
+            if let Some(artifact) = artifact {
+                connection
+                    .execute(
+                        "INSERT OR REPLACE INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES (?1, ?2, ?3, ?4)",
+                        params![job.id.as_bytes(), artifact.content_type, artifact.file_name, artifact.bytes],
+                    )
+                    .sql()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fail(&self, lease: &Lease, failure: JobFailure, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.settle(lease, move |_, job| {
+            job.last_error = Some(failure.error);
+            match failure.retry {
+                Retry::After(delay) if job.has_attempts_left() => requeue(job, clock::add(now, delay)),
+                Retry::After(_) | Retry::Never => finish(job, JobState::Failed, now),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.settle(lease, move |_, job| {
+            job.attempt = job.attempt.saturating_sub(1);
+            requeue(job, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.engine
+            .write(move |connection| {
+                let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
+                match job.state {
+                    JobState::Queued => finish(&mut job, JobState::Cancelled, now),
+                    JobState::Running => job.cancel_requested = true,
+                    JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
+                        return Err(Conflict::InvalidState.into());
+                    }
+                }
+                save(connection, &job)?;
+                Ok(job)
+            })
+            .await
+    }
+
+    async fn acknowledge_cancel(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.settle(lease, move |_, job| {
+            finish(job, JobState::Cancelled, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.engine
+            .write(move |connection| {
+                let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
+                if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+                    return Err(Conflict::InvalidState.into());
+                }
+                if let Some(key) = &job.unique_key
+                    && live_with_key(connection, key)?.is_some()
+                {
+                    return Err(Conflict::Duplicate.into());
+                }
+                requeue(&mut job, now);
+                job.attempt = 0;
+                job.finished_at = None;
+                job.started_at = None;
+                job.cancel_requested = false;
+                job.result = None;
+                job.progress = Progress::default();
+                save(connection, &job)?;
+                Ok(job)
+            })
+            .await
+    }
+
+    async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<Job>> {
+        self.engine
+            .write(move |connection| {
+                let expired = connection
+                    .prepare_cached(&format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_until < ?1 ORDER BY id"
+                    ))
+                    .sql()?
+                    .query_map([micros(now)], rows::job)
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<Job>>>()
+                    .sql()?;
+                let mut rescued = Vec::with_capacity(expired.len());
+                for mut job in expired {
+                    if job.has_attempts_left() {
+                        requeue(&mut job, now);
+                    } else {
+                        job.last_error = Some("lease expired".to_owned());
+                        finish(&mut job, JobState::Failed, now);
+                    }
+                    save(connection, &job)?;
+                    rescued.push(job);
+                }
+                Ok(rescued)
+            })
+            .await
+    }
+
+    async fn queue_counts(&self) -> StoreResult<Vec<QueueCounts>> {
+        self.engine
+            .read(|connection| {
+                let mut counts: BTreeMap<String, QueueCounts> = BTreeMap::new();
+                let mut statement =
+                    connection.prepare_cached("SELECT queue, state, count FROM job_counts WHERE count > 0").sql()?;
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok((row.get::<_, String>(0)?, rows::parsed::<JobState>(row, 1)?, row.get::<_, i64>(2)?))
+                    })
+                    .sql()?;
+                for row in rows {
+                    let (queue, state, count) = row.sql()?;
+                    let entry =
+                        counts.entry(queue.clone()).or_insert_with(|| QueueCounts { queue, ..QueueCounts::default() });
+                    *entry.get_mut(state) = u64::try_from(count).unwrap_or_default();
+                }
+                let mut oldest = connection
+                    .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE queue = ?1 AND state = 'queued'")
+                    .sql()?;
+                for entry in counts.values_mut().filter(|entry| entry.queued > 0) {
+                    let run_at: Option<i64> = oldest.query_row([&entry.queue], |row| row.get(0)).sql()?;
+                    entry.oldest_queued_run_at = run_at.and_then(DateTime::from_timestamp_micros);
+                }
+                Ok(counts.into_values().collect())
+            })
+            .await
+    }
+
+    async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>> {
+        self.engine
+            .read(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT content_type, file_name, bytes FROM job_artifacts WHERE job_id = ?1",
+                        [id.as_bytes()],
+                        |row| Ok(Artifact { content_type: row.get(0)?, file_name: row.get(1)?, bytes: row.get(2)? }),
+                    )
+                    .optional()
+                    .sql()
+            })
+            .await
+    }
+
+    async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
+        let states: Vec<JobState> = states.iter().copied().filter(|state| state.is_finished()).collect();
+        self.engine
+            .write(move |connection| {
+                let mut pruned = 0;
+                for state in states {
+                    pruned += connection
+                        .execute(
+                            "DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2",
+                            params![state.as_str(), micros(finished_before)],
+                        )
+                        .sql()? as u64;
+                }
+                Ok(pruned)
+            })
+            .await
+    }
+}

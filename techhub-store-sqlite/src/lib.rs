@@ -1,0 +1,105 @@
+//! # TechHub on SQLite
+//!
+//! [`SqliteStore`] keeps everything in one SQLite database: the durable default of the example server and
+//! of desktop apps. It passes TechHub's whole storage conformance suite.
+//!
+//! - **Writes** go to one writer thread that takes every write waiting, runs them in one transaction (each
+//!   in its own savepoint, so one failure does not sink the others) and commits once: group commit. A caller
+//!   is answered only after the commit, so an acknowledged write is durable ([`Durability`]).
+//! - **Reads** run on a small pool of read-only connections, on blocking threads (WAL lets them run beside
+//!   the writer). No SQLite call runs on an async worker thread.
+//! - **Claims** are one `UPDATE ... RETURNING` over an index in claim order; several processes sharing the
+//!   file never claim the same job (SQLite serialises writers). Counts by queue and state come from a table
+//!   kept by triggers, never a scan.
+//! - **Schema** changes are numbered migrations applied at open (`PRAGMA user_version`), each in one
+//!   transaction; a database newer than the code is refused.
+//! - Every value is bound as a parameter; substring searches escape `LIKE` wildcards.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use techhub_core::storage::Storage;
+//! let dir = tempfile::tempdir()?;
+//! let store = techhub_store_sqlite::SqliteStore::open(dir.path().join("techhub.db"))?;
+//! store.health().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod builds;
+mod engine;
+mod jobs;
+mod notifications;
+mod rows;
+mod schema;
+mod tokens;
+mod users;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+pub use engine::{Durability, SqliteOptions};
+use techhub_core::storage::{Storage, StoreError, StoreResult};
+
+/// TechHub storage in a SQLite database.
+pub struct SqliteStore {
+    engine: engine::Engine,
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the database at `path` with the default options.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, &SqliteOptions::default())
+    }
+
+    /// Opens the database at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: &SqliteOptions) -> StoreResult<Self> {
+        let path = path.as_ref();
+        Ok(Self { engine: engine::Engine::open(path, options)?, path: Some(path.to_owned()) })
+    }
+
+    /// A private in-memory database (tests, trials). Nothing survives the process.
+    pub fn in_memory() -> StoreResult<Self> {
+        Ok(Self { engine: engine::Engine::in_memory()?, path: None })
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Storage for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn health(&self) -> StoreResult<()> {
+        self.engine.read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())).map_err(rows::corrupt)).await
+    }
+}
+
+/// `?` for rusqlite results inside store operations.
+pub(crate) trait Sql<T> {
+    fn sql(self) -> StoreResult<T>;
+}
+
+impl<T> Sql<T> for rusqlite::Result<T> {
+    fn sql(self) -> StoreResult<T> {
+        self.map_err(rows::corrupt)
+    }
+}
+
+/// The id to continue a listing after, or `InvalidInput` for a cursor this store did not issue.
+pub(crate) fn start_after(page: &techhub_core::model::PageRequest) -> StoreResult<Option<uuid::Uuid>> {
+    page.position().map_err(|error| StoreError::InvalidInput(error.message().to_owned()))
+}
+
+/// Escapes `LIKE` wildcards in user text, for `... LIKE ?1 ESCAPE '\'`.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}

@@ -1,0 +1,214 @@
+//! Users.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
+use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore};
+
+use crate::rows::{USER_COLUMNS, micros};
+use crate::{Sql, SqliteStore, jobs, like_pattern, rows, start_after};
+
+pub(crate) fn load_user(connection: &Connection, id: UserId) -> StoreResult<Option<User>> {
+    connection
+        .query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id.as_bytes()], rows::user)
+        .optional()
+        .sql()
+}
+
+fn active_admins(connection: &Connection) -> StoreResult<i64> {
+    connection.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", [], |row| row.get(0)).sql()
+}
+
+fn is_active_admin(user: &User) -> bool {
+    user.active && user.role == Role::Admin
+}
+
+fn email_taken(connection: &Connection, email: &Email, other_than: UserId) -> StoreResult<bool> {
+    connection
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM users WHERE email = ?1 AND id <> ?2)",
+            params![email.as_str(), other_than.as_bytes()],
+            |row| row.get(0),
+        )
+        .sql()
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, mut user: User, follow_up: Vec<Job>) -> StoreResult<User> {
+        self.engine
+            .write(move |connection| {
+                if email_taken(connection, &user.email, user.id)? {
+                    return Err(Conflict::EmailTaken.into());
+                }
+                if load_user(connection, user.id)?.is_some() {
+                    return Err(Conflict::Duplicate.into());
+                }
+                user.version = 1;
+                connection
+                    .execute(
+                        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                        params![
+                            user.id.as_bytes(),
+                            user.email.as_str(),
+                            user.name,
+                            user.role.as_str(),
+                            user.active,
+                            user.email_verified,
+                            1,
+                            micros(user.created_at),
+                            micros(user.updated_at),
+                            user.password_hash.as_ref().map(|hash| hash.as_phc().to_owned()),
+                            user.failed_logins,
+                            user.last_failed_login_at.map(micros),
+                        ],
+                    )
+                    .sql()?;
+                jobs::insert_jobs(connection, follow_up)?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.engine.read(move |connection| load_user(connection, id)).await
+    }
+
+    async fn get_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        let email = email.clone();
+        self.engine
+            .read(move |connection| {
+                connection
+                    .query_row(
+                        &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
+                        [email.as_str()],
+                        rows::user,
+                    )
+                    .optional()
+                    .sql()
+            })
+            .await
+    }
+
+    async fn update_user(&self, mut user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
+        self.engine
+            .write(move |connection| {
+                let stored = load_user(connection, user.id)?.ok_or(StoreError::NotFound)?;
+                if stored.version != expected_version {
+                    return Err(Conflict::VersionMismatch.into());
+                }
+                if stored.email != user.email && email_taken(connection, &user.email, user.id)? {
+                    return Err(Conflict::EmailTaken.into());
+                }
+                if is_active_admin(&stored) && !is_active_admin(&user) && active_admins(connection)? == 1 {
+                    return Err(Conflict::LastActiveAdmin.into());
+                }
+                user.version = expected_version + 1;
+                user.created_at = stored.created_at;
+                user.failed_logins = stored.failed_logins;
+                user.last_failed_login_at = stored.last_failed_login_at;
+                connection
+                    .execute(
+                        "UPDATE users SET email = ?2, name = ?3, role = ?4, active = ?5, email_verified = ?6, version = ?7, \
+                         updated_at = ?8, password_hash = ?9 WHERE id = ?1",
+                        params![
+                            user.id.as_bytes(),
+                            user.email.as_str(),
+                            user.name,
+                            user.role.as_str(),
+                            user.active,
+                            user.email_verified,
+                            i64::try_from(user.version).unwrap_or(i64::MAX),
+                            micros(user.updated_at),
+                            user.password_hash.as_ref().map(|hash| hash.as_phc().to_owned()),
+                        ],
+                    )
+                    .sql()?;
+                jobs::insert_jobs(connection, follow_up)?;
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()> {
+        self.engine
+            .write(move |connection| {
+                let stored = load_user(connection, id)?.ok_or(StoreError::NotFound)?;
+                if expected_version.is_some_and(|version| version != stored.version) {
+                    return Err(Conflict::VersionMismatch.into());
+                }
+                if is_active_admin(&stored) && active_admins(connection)? == 1 {
+                    return Err(Conflict::LastActiveAdmin.into());
+                }
+                connection.execute("DELETE FROM tokens WHERE user_id = ?1", [id.as_bytes()]).sql()?;
+                connection.execute("DELETE FROM users WHERE id = ?1", [id.as_bytes()]).sql()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn record_login_failure(&self, id: UserId, now: DateTime<Utc>) -> StoreResult<u32> {
+        self.engine
+            .write(move |connection| {
+                connection
+                    .query_row(
+                        "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2 WHERE id = ?1 \
+                         RETURNING failed_logins",
+                        params![id.as_bytes(), micros(now)],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .sql()?
+                    .ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn clear_login_failures(&self, id: UserId) -> StoreResult<()> {
+        self.engine
+            .write(move |connection| {
+                let changed = connection
+                    .execute(
+                        "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL WHERE id = ?1",
+                        [id.as_bytes()],
+                    )
+                    .sql()?;
+                if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {
+        let after = start_after(page)?;
+        let filter = filter.clone();
+        let limit = page.limit;
+        self.engine
+            .read(move |connection| {
+                let pattern = filter.query.as_deref().map(|query| like_pattern(&query.to_lowercase()));
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR role = ?2) \
+                         AND (?3 IS NULL OR active = ?3) AND (?4 IS NULL OR email LIKE ?4 ESCAPE '\\' OR lower(name) LIKE ?4 ESCAPE '\\') \
+                         ORDER BY id LIMIT ?5"
+                    ))
+                    .sql()?;
+                let items = statement
+                    .query_map(
+                        params![
+                            after.map(|id| id.as_bytes().to_vec()),
+                            filter.role.map(Role::as_str),
+                            filter.active,
+                            pattern,
+                            i64::try_from(limit + 1).unwrap_or(i64::MAX),
+                        ],
+                        rows::user,
+                    )
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<User>>>()
+                    .sql()?;
+                Ok(Page::from_overfetch(items, limit, |user| user.id.into()))
+            })
+            .await
+    }
+}
