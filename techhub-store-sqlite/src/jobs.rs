@@ -141,6 +141,57 @@ fn requeue(job: &mut Job, run_at: DateTime<Utc>) {
     job.lease_until = None;
 }
 
+/// How many finished jobs one pruning write deletes.
+const PRUNE_SLICE: i64 = 2_000;
+
+/// The first job of a queue in claim order: what a claim compares across queues.
+struct ClaimHead {
+    priority: i64,
+    run_at: i64,
+    id: Vec<u8>,
+}
+
+impl ClaimHead {
+    /// Whether this job is claimed before `other`: higher priority, then older `run_at`, then lower id.
+    fn precedes(&self, other: &Self) -> bool {
+        (-self.priority, self.run_at, &self.id) < (-other.priority, other.run_at, &other.id)
+    }
+}
+
+/// The next due job of `queue`, found in time independent of how many jobs wait.
+///
+/// The claim index orders a queue's jobs by priority, then `run_at`. Within one priority the first entry is
+/// the oldest, so it is due or nothing of that priority is; a plain `ORDER BY ... LIMIT 1` with `run_at <= now`
+/// would instead walk every delayed job. So this visits priorities from the highest, one index probe each
+/// (a skip scan): the cost grows with the number of distinct priorities waiting, not with the jobs.
+fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Option<ClaimHead>> {
+    let mut next_priority = connection
+        .prepare_cached(
+            "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND state = 'queued' AND priority < ?2 \
+             ORDER BY priority DESC LIMIT 1",
+        )
+        .sql()?;
+    let mut oldest = connection
+        .prepare_cached(
+            "SELECT run_at, id FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND state = 'queued' AND priority = ?2 \
+             ORDER BY run_at, id LIMIT 1",
+        )
+        .sql()?;
+    let mut below = i64::MAX;
+    while let Some(priority) =
+        next_priority.query_row(params![queue, below], |row| row.get::<_, i64>(0)).optional().sql()?
+    {
+        let (run_at, id) = oldest
+            .query_row(params![queue, priority], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .sql()?;
+        if run_at <= now {
+            return Ok(Some(ClaimHead { priority, run_at, id }));
+        }
+        below = priority;
+    }
+    Ok(None)
+}
+
 impl SqliteStore {
     /// Applies `change` to the job running under `lease` and stores it.
     async fn settle(
@@ -180,25 +231,37 @@ impl JobStore for SqliteStore {
         let limit = page.limit;
         self.engine
             .read(move |connection| {
-                let mut statement = connection
-                    .prepare_cached(&format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR queue = ?2) \
-                         AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR created_by = ?5) \
-                         ORDER BY id LIMIT ?6"
-                    ))
-                    .sql()?;
-                let items = statement
-                    .query_map(
-                        params![
-                            after.map(|id| id.as_bytes().to_vec()),
-                            filter.queue,
-                            filter.state.map(JobState::as_str),
-                            filter.kind,
-                            filter.created_by.map(|user| user.as_bytes().to_vec()),
-                            i64::try_from(limit + 1).unwrap_or(i64::MAX),
-                        ],
-                        rows::job,
-                    )
+                // Only the filters given become conditions, so SQLite can use the index that fits them (an
+                // `?n IS NULL OR ...` condition would hide every index and scan the table).
+                let mut conditions = Vec::new();
+                let mut values: Vec<SqlValue> = Vec::new();
+                let mut condition = |column: &str, value: SqlValue| {
+                    values.push(value);
+                    conditions.push(format!("{column} ?{}", values.len()));
+                };
+                if let Some(after) = after {
+                    condition("id >", SqlValue::Blob(after.as_bytes().to_vec()));
+                }
+                if let Some(queue) = filter.queue {
+                    condition("queue =", SqlValue::Text(queue));
+                }
+                if let Some(state) = filter.state {
+                    condition("state =", SqlValue::Text(state.as_str().to_owned()));
+                }
+                if let Some(kind) = filter.kind {
+                    condition("kind =", SqlValue::Text(kind));
+                }
+                if let Some(user) = filter.created_by {
+                    condition("created_by =", SqlValue::Blob(user.as_bytes().to_vec()));
+                }
+                let filters =
+                    if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+                values.push(SqlValue::Integer(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filters} ORDER BY id LIMIT ?{}", values.len());
+                let items = connection
+                    .prepare_cached(&sql)
+                    .sql()?
+                    .query_map(params_from_iter(values), rows::job)
                     .sql()?
                     .collect::<rusqlite::Result<Vec<Job>>>()
                     .sql()?;
@@ -219,21 +282,28 @@ impl JobStore for SqliteStore {
         }
         let worker = worker.as_str().to_owned();
         let queues = queues.to_vec();
+        let lease_until = micros(clock::add(now, lease));
         self.engine
             .write(move |connection| {
-                let placeholders = (0..queues.len()).map(|n| format!("?{}", n + 4)).collect::<Vec<_>>().join(", ");
-                let sql = format!(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?1, lease_holder = ?2, lease_until = ?3 \
-                     WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND queue IN ({placeholders}) AND run_at <= ?1 \
-                     ORDER BY priority DESC, run_at, id LIMIT 1) RETURNING {JOB_COLUMNS}"
-                );
-                let mut values = vec![
-                    SqlValue::Integer(micros(now)),
-                    SqlValue::Text(worker),
-                    SqlValue::Integer(micros(clock::add(now, lease))),
-                ];
-                values.extend(queues.into_iter().map(SqlValue::Text));
-                connection.prepare_cached(&sql).sql()?.query_row(params_from_iter(values), rows::job).optional().sql()
+                let now = micros(now);
+                let mut best: Option<ClaimHead> = None;
+                for queue in &queues {
+                    if let Some(head) = due_head(connection, queue, now)?
+                        && best.as_ref().is_none_or(|best| head.precedes(best))
+                    {
+                        best = Some(head);
+                    }
+                }
+                let Some(head) = best else { return Ok(None) };
+                connection
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?2, lease_holder = ?3, \
+                         lease_until = ?4 WHERE id = ?1 RETURNING {JOB_COLUMNS}"
+                    ))
+                    .sql()?
+                    .query_row(params![head.id, now, worker, lease_until], rows::job)
+                    .optional()
+                    .sql()
             })
             .await
     }
@@ -423,20 +493,32 @@ impl JobStore for SqliteStore {
     }
 
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
-        let states: Vec<JobState> = states.iter().copied().filter(|state| state.is_finished()).collect();
-        self.engine
-            .write(move |connection| {
-                let mut pruned = 0;
-                for state in states {
-                    pruned += connection
-                        .execute(
-                            "DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2",
-                            params![state.as_str(), micros(finished_before)],
-                        )
-                        .sql()? as u64;
+        let finished_before = micros(finished_before);
+        let mut pruned = 0;
+        for state in states.iter().copied().filter(|state| state.is_finished()) {
+            // In slices, each its own write: a retention pass over a million jobs must not hold the writer
+            // (and every caller waiting on it) for seconds.
+            loop {
+                let deleted = self
+                    .engine
+                    .write(move |connection| {
+                        let deleted = connection
+                            .prepare_cached(
+                                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?1 AND finished_at < ?2 \
+                                 LIMIT ?3)",
+                            )
+                            .sql()?
+                            .execute(params![state.as_str(), finished_before, PRUNE_SLICE])
+                            .sql()?;
+                        Ok(deleted as u64)
+                    })
+                    .await?;
+                pruned += deleted;
+                if deleted < PRUNE_SLICE as u64 {
+                    break;
                 }
-                Ok(pruned)
-            })
-            .await
+            }
+        }
+        Ok(pruned)
     }
 }

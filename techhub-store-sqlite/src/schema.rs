@@ -67,8 +67,8 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_claim ON jobs(queue, priority DESC, run_at, id) WHERE state = 'queued';
 CREATE INDEX jobs_queued_by_time ON jobs(queue, run_at) WHERE state = 'queued';
 CREATE INDEX jobs_leases ON jobs(lease_until) WHERE state = 'running';
-CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX jobs_created_by ON jobs(created_by, id);
+CREATE INDEX jobs_finished ON jobs(state, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_created_by ON jobs(created_by, id) WHERE created_by IS NOT NULL;
 -- At most one live job per unique key, also across processes.
 CREATE UNIQUE INDEX jobs_live_unique_key ON jobs(unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
