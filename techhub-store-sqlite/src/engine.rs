@@ -3,7 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +20,13 @@ type Work = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
 
 /// The largest number of writes committed in one transaction.
 const MAX_BATCH: usize = 1_024;
+
+/// After this many commits the writer asks the checkpointer to copy the WAL into the database file.
+const COMMITS_PER_CHECKPOINT: u32 = 64;
+
+/// The WAL size (pages) at which the writer checkpoints by itself: a backstop for when the checkpointer
+/// cannot finish under sustained writes, so the WAL stays bounded.
+const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// How durable a commit is once acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +96,9 @@ impl Engine {
         writer.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
         configure(&writer, options).map_err(sql_error)?;
         schema::migrate(&writer)?;
+        writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(sql_error)?;
+        writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(sql_error)?;
+        let checkpoints = spawn_checkpointer(path, options)?;
         let mut readers = Vec::with_capacity(options.readers);
         for _ in 0..options.readers {
             let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -100,7 +110,7 @@ impl Engine {
             permits: Arc::new(Semaphore::new(readers.len())),
             connections: Arc::new(Mutex::new(readers)),
         });
-        Ok(Self { writer: Mutex::new(spawn_writer(writer)?), readers: pool })
+        Ok(Self { writer: Mutex::new(spawn_writer(writer, Some(checkpoints))?), readers: pool })
     }
 
     /// A private in-memory database: reads go through the writer (there is only one connection).
@@ -108,7 +118,7 @@ impl Engine {
         let writer = Connection::open_in_memory().map_err(sql_error)?;
         configure(&writer, &SqliteOptions::default()).map_err(sql_error)?;
         schema::migrate(&writer)?;
-        Ok(Self { writer: Mutex::new(spawn_writer(writer)?), readers: None })
+        Ok(Self { writer: Mutex::new(spawn_writer(writer, None)?), readers: None })
     }
 
     /// Runs `op` in the writer's next batch; answers once that batch is committed. If `op` fails, its
@@ -158,17 +168,38 @@ fn closed() -> StoreError {
     StoreError::unavailable(std::io::Error::other("the SQLite store is closed"))
 }
 
-fn spawn_writer(connection: Connection) -> StoreResult<Sender<Work>> {
+fn spawn_writer(connection: Connection, checkpoints: Option<SyncSender<()>>) -> StoreResult<Sender<Work>> {
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .name("techhub-sqlite-writer".to_owned())
-        .spawn(move || write_loop(&connection, &receiver))
+        .spawn(move || write_loop(&connection, &receiver, checkpoints.as_ref()))
         .map_err(StoreError::backend)?;
     Ok(sender)
 }
 
+/// Copies committed WAL frames back into the database file on a thread of its own when nudged, so the
+/// writer does not pause for it (a passive checkpoint never blocks the writer or readers). It ends when the
+/// writer does (the nudging side is dropped).
+fn spawn_checkpointer(path: &Path, options: &SqliteOptions) -> StoreResult<SyncSender<()>> {
+    let connection = Connection::open(path).map_err(sql_error)?;
+    configure(&connection, options).map_err(sql_error)?;
+    let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("techhub-sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            while nudged.recv().is_ok() {
+                if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %error, "a passive checkpoint did not run");
+                }
+            }
+        })
+        .map_err(StoreError::backend)?;
+    Ok(nudge)
+}
+
 /// Takes whatever writes are waiting, runs them in one transaction, commits once, then answers them all.
-fn write_loop(connection: &Connection, receiver: &Receiver<Work>) {
+fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: Option<&SyncSender<()>>) {
+    let mut commits = 0_u32;
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -208,6 +239,14 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>) {
         });
         for finish in finishes {
             finish(commit_error.as_deref());
+        }
+        commits += 1;
+        if commits >= COMMITS_PER_CHECKPOINT
+            && let Some(checkpoints) = checkpoints
+        {
+            // Full means a checkpoint is already pending: nothing to add.
+            let _ = checkpoints.try_send(());
+            commits = 0;
         }
     }
 }
