@@ -25,6 +25,7 @@
 //! dev-dependencies need `tokio` with the `macros` and `rt-multi-thread` features.
 
 mod builds;
+pub mod crash;
 mod fixtures;
 mod jobs;
 mod model;
