@@ -81,10 +81,10 @@ fn configure(connection: &Connection, options: &SqliteOptions) -> rusqlite::Resu
         Durability::Full => "FULL",
     };
     connection.pragma_update(None, "synchronous", synchronous)?;
-    // A page cache big enough for the hot indexes (64 MiB) and memory-mapped reads keep claims and lookups
+    // A page cache big enough for the hot indexes (64 MiB) and memory-mapped reads (up to 1 GiB) keep claims and lookups
     // off the read(2) path; savepoint journals stay in memory.
     connection.pragma_update(None, "cache_size", -65_536)?;
-    connection.pragma_update(None, "mmap_size", 268_435_456)?;
+    connection.pragma_update(None, "mmap_size", 1_073_741_824)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }

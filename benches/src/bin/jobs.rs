@@ -19,27 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde_json::{Value, json};
+use techhub_benches::{DurabilityArg, StoreKind, durability_label, open_store};
 use techhub_core::jobs::{WorkerConfig, handler_fn};
 use techhub_core::model::NewJob;
 use techhub_core::storage::DynStorage;
 use techhub_core::{Actor, TechHub};
-use techhub_store_memory::MemoryStore;
-use techhub_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tokio::sync::mpsc;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum StoreKind {
-    Memory,
-    Sqlite,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum DurabilityArg {
-    Normal,
-    Full,
-}
 
 #[derive(Debug, Parser)]
 #[command(about = "Measures TechHub's job engine")]
@@ -71,21 +58,7 @@ const LATENCY_SAMPLES: usize = 2_000;
 
 /// A fresh store named `phase` in `dir`.
 fn open(args: &Args, dir: &Path, phase: &str) -> DynStorage {
-    match args.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Sqlite => {
-            let durability = match args.durability {
-                DurabilityArg::Normal => Durability::Normal,
-                DurabilityArg::Full => Durability::Full,
-            };
-            let path = dir.join(format!("{phase}.db"));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            let options = SqliteOptions { durability, ..SqliteOptions::default() };
-            Arc::new(SqliteStore::open_with(&path, &options).expect("opens the SQLite store"))
-        }
-    }
+    open_store(args.store, dir, phase, args.durability)
 }
 
 fn runtime_config(workers: usize) -> WorkerConfig {
@@ -163,7 +136,6 @@ async fn main() {
     let args = Args::parse();
     let temporary = tempfile::tempdir().expect("a temporary directory");
     let dir = args.path.clone().unwrap_or_else(|| temporary.path().to_owned());
-    std::fs::create_dir_all(&dir).expect("the store directory exists");
 
     // 1 and 2: enqueue with no workers, then process.
     let hub_a = hub(open(&args, &dir, "queue-then-process"), None);
@@ -205,8 +177,8 @@ async fn main() {
 
     println!(
         "store={} durability={} jobs={} workers={} producers={} batch={} enqueue_per_s={} process_per_s={} end_to_end_per_s={} p50_start_latency_us={} p99_start_latency_us={}",
-        format!("{:?}", args.store).to_lowercase(),
-        durability_label(&args),
+        args.store.name(),
+        durability_label(args.store, args.durability),
         args.jobs,
         args.workers,
         args.producers,
@@ -217,13 +189,4 @@ async fn main() {
         percentile(0.50),
         percentile(0.99),
     );
-}
-
-/// What "acknowledged" means for the store measured.
-fn durability_label(args: &Args) -> &'static str {
-    match (args.store, args.durability) {
-        (StoreKind::Memory, _) => "none",
-        (StoreKind::Sqlite, DurabilityArg::Normal) => "wal-synchronous-normal",
-        (StoreKind::Sqlite, DurabilityArg::Full) => "wal-synchronous-full",
-    }
 }
