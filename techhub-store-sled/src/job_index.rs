@@ -7,39 +7,43 @@
 //! delayed jobs, so they never scan past jobs that are not due.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sled::IVec;
-use sled::transaction::TransactionalTree;
 use techhub_core::model::{Job, JobId, JobState};
 use techhub_core::storage::{Conflict, StoreError, StoreResult};
 
 use crate::codec::corrupt;
-use crate::engine::{OrAbort, TxResult, abort, missing_views};
+use crate::engine::TreeId;
 use crate::keys::{self, QueueKeys};
-use crate::rows::{decode_job, encode_job, to_json};
+use crate::rows::{decode_job_head, encode_job, to_json};
+use crate::tx::{OrAbort, Tx, TxResult, TxTree, abort};
 
-/// A job ready to be inserted: its row is encoded before the transaction, which may run more than once.
+/// A job ready to be inserted: its row is encoded before it reaches the writer (whose transaction may run more
+/// than once); the writer keeps the job without its payload, for the indexes.
 #[derive(Debug)]
 pub(crate) struct NewJob {
-    pub(crate) job: Job,
+    head: Job,
     row: IVec,
 }
 
 impl NewJob {
-    pub(crate) fn prepare(job: Job) -> StoreResult<Self> {
+    pub(crate) fn prepare(job: &Job) -> StoreResult<Self> {
         if QueueKeys::new(&job.queue).is_none() {
             return Err(StoreError::InvalidInput("the queue name is longer than 65,535 bytes".to_owned()));
         }
         let payload = to_json(&job.payload)?;
-        let row = encode_job(&job, &payload)?.into();
-        Ok(Self { job, row })
+        let row = encode_job(job, &payload)?.into();
+        let head = Job { payload: Value::Null, ..job.clone() };
+        Ok(Self { head, row })
     }
 
-    pub(crate) fn prepare_all(jobs: Vec<Job>) -> StoreResult<Vec<Self>> {
-        jobs.into_iter().map(Self::prepare).collect()
+    pub(crate) fn prepare_all(jobs: &[Job]) -> StoreResult<Vec<Self>> {
+        jobs.iter().map(Self::prepare).collect()
     }
 }
 
-/// A job read inside a transaction, with its row (whose payload bytes the next version reuses).
+/// A job read inside a transaction (payload not parsed), with its row, whose payload bytes the next version
+/// reuses.
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub(crate) job: Job,
@@ -48,22 +52,22 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
-    pub(crate) fn payload(&self) -> &[u8] {
+    fn payload(&self) -> &[u8] {
         &self.row[self.payload_at..]
     }
 }
 
-/// Views of the job trees, in [`JobTrees::all`](crate::engine::JobTrees::all) order.
+/// The job trees as one call sees them.
 pub(crate) struct JobTx<'a> {
-    rows: &'a TransactionalTree,
-    pub(crate) artifacts: &'a TransactionalTree,
-    ready: &'a TransactionalTree,
-    delayed: &'a TransactionalTree,
-    leases: &'a TransactionalTree,
-    finished: &'a TransactionalTree,
-    unique: &'a TransactionalTree,
-    by_creator: &'a TransactionalTree,
-    counts: &'a TransactionalTree,
+    rows: TxTree<'a>,
+    pub(crate) artifacts: TxTree<'a>,
+    ready: TxTree<'a>,
+    delayed: TxTree<'a>,
+    leases: TxTree<'a>,
+    finished: TxTree<'a>,
+    unique: TxTree<'a>,
+    by_creator: TxTree<'a>,
+    counts: TxTree<'a>,
 }
 
 /// Jobs per state of one queue, indexed by [`JobState::index`].
@@ -116,16 +120,23 @@ fn slot(job: &Job) -> (&str, JobState) {
 }
 
 impl<'a> JobTx<'a> {
-    pub(crate) fn new(views: &'a [TransactionalTree]) -> TxResult<Self> {
-        let [rows, artifacts, ready, delayed, leases, finished, unique, by_creator, counts] = views else {
-            return Err(missing_views());
-        };
-        Ok(Self { rows, artifacts, ready, delayed, leases, finished, unique, by_creator, counts })
+    pub(crate) fn new(tx: &'a Tx<'a>) -> Self {
+        Self {
+            rows: tx.tree(TreeId::Jobs),
+            artifacts: tx.tree(TreeId::JobArtifacts),
+            ready: tx.tree(TreeId::JobsReady),
+            delayed: tx.tree(TreeId::JobsDelayed),
+            leases: tx.tree(TreeId::JobsByLease),
+            finished: tx.tree(TreeId::JobsFinished),
+            unique: tx.tree(TreeId::JobsByUniqueKey),
+            by_creator: tx.tree(TreeId::JobsByCreator),
+            counts: tx.tree(TreeId::JobCounts),
+        }
     }
 
     pub(crate) fn load(&self, id: JobId) -> TxResult<Option<Loaded>> {
         let Some(row) = self.rows.get(id.as_bytes())? else { return Ok(None) };
-        let (job, payload_at) = decode_job(id, &row).or_abort()?;
+        let (job, payload_at) = decode_job_head(id, &row).or_abort()?;
         Ok(Some(Loaded { job, row, payload_at }))
     }
 
@@ -134,32 +145,28 @@ impl<'a> JobTx<'a> {
         self.load(id)?.ok_or_else(|| abort(StoreError::NotFound))
     }
 
-    /// Writes `job` (its indexes already moved by [`JobTx::reindex`]) with the payload bytes of its old row.
-    pub(crate) fn save(&self, job: &Job, payload: &[u8]) -> TxResult<()> {
-        self.rows.insert(&id_bytes(job.id), encode_job(job, payload).or_abort()?)?;
-        Ok(())
-    }
-
     /// Applies a transition: `loaded` becomes `after`, indexes and counters follow. A job entering the queue
-    /// is ready if its `run_at` is not after `due_at`.
-    pub(crate) fn transition(&self, loaded: &Loaded, after: &Job, due_at: DateTime<Utc>) -> TxResult<()> {
+    /// is ready if its `run_at` is not after `due_at`. Returns the new row.
+    pub(crate) fn transition(&self, loaded: &Loaded, after: &Job, due_at: DateTime<Utc>) -> TxResult<IVec> {
         self.reindex(Some(&loaded.job), Some(after), due_at)?;
-        self.save(after, loaded.payload())
+        let row: IVec = encode_job(after, loaded.payload()).or_abort()?.into();
+        self.rows.insert(&id_bytes(after.id), row.clone())?;
+        Ok(row)
     }
 
     /// Stores new jobs as [`JobStore::enqueue_many`](techhub_core::storage::JobStore::enqueue_many) says:
     /// a job whose unique key is live (also earlier in this batch) yields the live job, a known id is a
-    /// `Duplicate`. Returns the stored or existing jobs.
-    pub(crate) fn insert(&self, jobs: &[NewJob]) -> TxResult<Vec<Job>> {
+    /// `Duplicate`. Answers, per job, `None` if it was stored, or the live job holding its key (id and row).
+    pub(crate) fn insert(&self, jobs: &[NewJob]) -> TxResult<Vec<Option<(JobId, IVec)>>> {
         let mut stored = Vec::with_capacity(jobs.len());
         for new in jobs {
-            let job = &new.job;
+            let job = &new.head;
             if let Some(key) = &job.unique_key
                 && let Some(holder) = self.unique.get(key.as_bytes())?
             {
                 let holder = uuid::Uuid::from_slice(&holder).map_err(|_| abort(corrupt("a unique key's job id")))?;
                 let existing = self.load(holder.into())?.ok_or_else(|| abort(corrupt("a unique key names no job")))?;
-                stored.push(existing.job);
+                stored.push(Some((existing.job.id, existing.row)));
                 continue;
             }
             if self.rows.get(job.id.as_bytes())?.is_some() {
@@ -168,7 +175,7 @@ impl<'a> JobTx<'a> {
             self.rows.insert(&id_bytes(job.id), new.row.clone())?;
             // A job runs at once when it was made due (`run_at` not after its creation); else it waits.
             self.reindex(None, Some(job), job.created_at)?;
-            stored.push(job.clone());
+            stored.push(None);
         }
         Ok(stored)
     }
@@ -183,14 +190,14 @@ impl<'a> JobTx<'a> {
         Ok(())
     }
 
-    /// Whether the ready index holds `key` (a claim checks its candidate is still there).
+    /// Whether the ready index holds `key`.
     pub(crate) fn is_ready(&self, key: &[u8]) -> TxResult<bool> {
         Ok(self.ready.get(key)?.is_some())
     }
 
     /// The live job holding `key`, if any.
     pub(crate) fn unique_holder(&self, key: &str) -> TxResult<Option<IVec>> {
-        Ok(self.unique.get(key.as_bytes())?)
+        self.unique.get(key.as_bytes())
     }
 
     /// Moves a due delayed job to the ready index; false if it is no longer delayed.

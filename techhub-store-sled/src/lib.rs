@@ -10,18 +10,24 @@
 //!   state, active admins, notifications per channel and status).
 //! - **Atomic writes.** Every store call that changes several trees does it in one sled transaction, so a crash
 //!   never leaves an index out of step with its rows, and a user lands with its follow-up jobs or not at all.
-//! - **Claims stay flat.** A claim reads the first key of each named queue's ready index, whose order is the
-//!   claim order (priority, then `run_at`, then id), and moves that one job to running in a transaction: a few
-//!   seeks, whatever the number of queued jobs. Jobs not yet due wait in a separate index that a claim only
+//! - **One writer.** Writes run on a dedicated thread that takes every call waiting and runs them in one sled
+//!   transaction, each call in its own savepoint (a call that fails leaves no trace and does not sink the
+//!   others), then flushes once for all of them (group commit). sled 0.34 makes each transaction costly in
+//!   fixed work and blocks transactions while it flushes, so sharing both is what makes concurrent writers
+//!   fast. Reads run on the caller's thread.
+//! - **Claims stay flat.** The writer picks a claim's job as the first key of each named queue's ready index,
+//!   whose order is the claim order (priority, then `run_at`, then id), skipping jobs that earlier claims of the
+//!   same round took, and moves it to running in the round's transaction: a few seeks, whatever the number of
+//!   queued jobs. Jobs not yet due wait in a separate index that a claim only
 //!   checks for newly due jobs (moving each once), so delayed jobs are never scanned past. Counts by queue and
 //!   state are counters updated in the same transactions.
 //! - **Keys cannot be forged.** Key parts are fixed-width (ids, hashes, big-endian times and priorities) except
 //!   at most one name, which leads the key behind its length, so no queue or project name can spell another
 //!   key or fall in another's prefix.
-//! - **Durability** follows the [`FlushPolicy`]: by default a write is answered only once a sled flush covering
-//!   it has completed, with concurrent writers sharing each flush (group commit), so an acknowledged write
-//!   survives a crash of the process; [`FlushPolicy::Every`] leaves flushing to a background thread and may lose
-//!   the last interval's writes on a crash. See the policy's docs for the exact promises.
+//! - **Durability** follows the [`FlushPolicy`]: by default a write is answered only once the flush of its round
+//!   has completed, so an acknowledged write survives a crash of the process; [`FlushPolicy::Every`] leaves
+//!   flushing to sled's background thread and may lose the last interval's writes on a crash. See the policy's
+//!   docs for the exact promises.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -46,7 +52,6 @@
 
 mod builds;
 mod codec;
-mod durability;
 mod engine;
 mod job_index;
 mod jobs;
@@ -57,24 +62,24 @@ mod paging;
 mod queues;
 mod rows;
 mod tokens;
+mod tx;
 mod users;
+mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 pub use options::{FlushPolicy, SledOptions};
 use techhub_core::storage::{Storage, StoreError, StoreResult};
 
-use crate::durability::Durability;
 use crate::engine::{Sled, Trees};
+use crate::writer::Writer;
 
 /// TechHub storage in a sled database.
 pub struct SledStore {
-    // Dropped first: it joins the flusher thread, which holds a handle on the database.
-    durability: Durability,
-    /// Claims take turns (see `jobs`).
-    claims: Mutex<()>,
+    // Dropped first: it finishes the calls sent and joins the writer thread, which holds handles on the database.
+    writer: Writer,
+    /// For reads, which run on the caller's thread.
     trees: Trees,
     db: sled::Db,
     path: Option<PathBuf>,
@@ -99,20 +104,10 @@ impl SledStore {
             .flush_every_ms(Some(options::background_flush_ms(options.flush)))
             .open()
             .sled()?;
-        let durability = match options.flush {
-            FlushPolicy::EveryWrite => Durability::every_write(db.clone())?,
-            FlushPolicy::Every(_) => Durability::background(),
-        };
         let trees = Trees::open(&db)?;
+        let writer = Writer::start(db.clone(), trees.clone(), options.flush == FlushPolicy::EveryWrite)?;
         tracing::debug!(path = %path.display(), recovered = db.was_recovered(), "sled store opened");
-        Ok(Self {
-            durability,
-            claims: Mutex::new(()),
-            trees,
-            db,
-            path: Some(path.to_owned()),
-            flush: Some(options.flush),
-        })
+        Ok(Self { writer, trees, db, path: Some(path.to_owned()), flush: Some(options.flush) })
     }
 
     /// A private database in a temporary file, deleted when the store is dropped (tests, trials). Nothing
@@ -120,7 +115,8 @@ impl SledStore {
     pub fn temporary() -> StoreResult<Self> {
         let db = sled::Config::new().temporary(true).open().sled()?;
         let trees = Trees::open(&db)?;
-        Ok(Self { durability: Durability::background(), claims: Mutex::new(()), trees, db, path: None, flush: None })
+        let writer = Writer::start(db.clone(), trees.clone(), false)?;
+        Ok(Self { writer, trees, db, path: None, flush: None })
     }
 }
 

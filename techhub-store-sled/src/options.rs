@@ -10,7 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlushPolicy {
     /// A write is answered only after a sled flush that began after it committed has completed. Concurrent
-    /// writers share flushes (group commit): every write waiting when a flush starts is covered by it.
+    /// writers share flushes (group commit): the writer commits every call waiting in one transaction, then
+    /// flushes once for all of them.
     ///
     /// An acknowledged write survives a crash of the process (SIGKILL included): its bytes are in the
     /// operating system's hands. It survives a power loss as far as sled's flush guarantees: on Linux sled 0.34
@@ -20,7 +21,7 @@ pub enum FlushPolicy {
     #[default]
     EveryWrite,
     /// Writes are answered once committed in memory; sled's background thread writes and syncs them every
-    /// interval (at least 1 ms). A crash of the process or a power loss may lose the writes acknowledged in the
+    /// interval (at least 1 ms; sled also writes its buffers out as they fill). A crash of the process or a power loss may lose the writes acknowledged in the
     /// last interval (a little more while a flush is running), never part of one. Faster: no write waits for
     /// the disk.
     Every(Duration),

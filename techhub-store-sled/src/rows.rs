@@ -2,8 +2,9 @@
 //! behind a format byte so a later layout can be told apart. A row's key (id or hash) is not repeated inside it.
 //! Builds, log lines and notifications are stored as their JSON form (they are not on a hot path).
 //!
-//! A job row ends with its JSON payload, which never changes after enqueue: transitions copy those bytes into
-//! the new row instead of serializing the payload again.
+//! A job row ends with its JSON payload, which never changes after enqueue: the writer decodes rows without
+//! parsing it ([`decode_job_head`]) and copies those bytes into the next version; callers parse it when they
+//! turn the row they got back into a [`Job`].
 
 use serde_json::Value;
 use techhub_core::model::{
@@ -143,8 +144,15 @@ pub(crate) fn encode_job(job: &Job, payload: &[u8]) -> StoreResult<Vec<u8>> {
     Ok(w.into_bytes())
 }
 
-/// A decoded job, and where its payload's JSON starts in the row (to copy it into the next version).
-pub(crate) fn decode_job(id: JobId, bytes: &[u8]) -> StoreResult<(Job, usize)> {
+/// A decoded job.
+pub(crate) fn decode_job(id: JobId, bytes: &[u8]) -> StoreResult<Job> {
+    let (mut job, payload_at) = decode_job_head(id, bytes)?;
+    job.payload = from_json::<Value>(&bytes[payload_at..])?;
+    Ok(job)
+}
+
+/// A decoded job whose payload is left as JSON bytes (the job says `null`), and where they start in the row.
+pub(crate) fn decode_job_head(id: JobId, bytes: &[u8]) -> StoreResult<(Job, usize)> {
     let mut r = Reader::new(bytes);
     format(&mut r)?;
     let queue = r.string()?;
@@ -169,12 +177,11 @@ pub(crate) fn decode_job(id: JobId, bytes: &[u8]) -> StoreResult<(Job, usize)> {
     })?;
     let result = r.option(Reader::bytes)?.map(from_json::<Value>).transpose()?;
     let payload_at = r.position();
-    let payload = from_json::<Value>(r.rest())?;
     let job = Job {
         id,
         queue,
         kind,
-        payload,
+        payload: Value::Null,
         state,
         priority,
         attempt,
@@ -262,9 +269,9 @@ mod tests {
         job.progress = Progress::new(40, Some("half".into()));
         let payload = to_json(&job.payload).expect("serializes");
         let row = encode_job(&job, &payload).expect("encodes");
-        let (decoded, payload_at) = decode_job(job.id, &row).expect("decodes");
-        assert_eq!(decoded, job);
-        assert_eq!(&row[payload_at..], payload.as_slice());
+        assert_eq!(decode_job(job.id, &row).expect("decodes"), job);
+        let (head, payload_at) = decode_job_head(job.id, &row).expect("decodes");
+        assert_eq!((head.payload, &row[payload_at..]), (Value::Null, payload.as_slice()));
     }
 
     #[test]
