@@ -1,0 +1,211 @@
+//! Users: rows by id (id order gives stable cursors), a unique index from normalised email to id, and a counter
+//! of active admins kept in the same transactions, so the last-admin rule reads one key, not every user.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
+use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore};
+
+use crate::SledStore;
+use crate::engine::{Sled, TreeId, counter};
+use crate::job_index::{JobTx, NewJob};
+use crate::paging::{page_of, trailing_id};
+use crate::rows::{decode_user, encode_user};
+use crate::tokens::{TokenTx, tokens_of_user};
+use crate::tx::{OrAbort, Tx, TxResult, TxTree, abort, transaction};
+
+const ACTIVE_ADMINS: &[u8] = b"active_admins";
+
+fn is_active_admin(user: &User) -> bool {
+    user.active && user.role == Role::Admin
+}
+
+/// The user trees as one call sees them: rows, the email index and the counters.
+struct UserTx<'a> {
+    rows: TxTree<'a>,
+    emails: TxTree<'a>,
+    counts: TxTree<'a>,
+}
+
+impl<'a> UserTx<'a> {
+    fn new(tx: &'a Tx<'a>) -> Self {
+        Self { rows: tx.tree(TreeId::Users), emails: tx.tree(TreeId::Emails), counts: tx.tree(TreeId::UserCounts) }
+    }
+
+    fn load(&self, id: UserId) -> TxResult<Option<User>> {
+        let Some(row) = self.rows.get(id.as_bytes())? else { return Ok(None) };
+        Ok(Some(decode_user(id, &row).or_abort()?))
+    }
+
+    fn require(&self, id: UserId) -> TxResult<User> {
+        self.load(id)?.ok_or_else(|| abort(StoreError::NotFound))
+    }
+
+    /// Whether a user other than `id` has `email`.
+    fn email_taken(&self, email: &Email, id: UserId) -> TxResult<bool> {
+        Ok(self.emails.get(email.as_str())?.is_some_and(|holder| holder != id.as_bytes()))
+    }
+
+    fn active_admins(&self) -> TxResult<u64> {
+        counter(self.counts.get(ACTIVE_ADMINS)?.as_deref()).or_abort()
+    }
+
+    /// Whether replacing `stored` by `next` (`None`: deleting it) would leave no active admin where there was one.
+    fn removes_last_admin(&self, stored: &User, next: Option<&User>) -> TxResult<bool> {
+        Ok(is_active_admin(stored) && !next.is_some_and(is_active_admin) && self.active_admins()? == 1)
+    }
+
+    /// Writes `user` in place of `stored` (`None`s: absent), keeping the email index and admin counter in step.
+    fn save(&self, stored: Option<&User>, user: Option<&User>) -> TxResult<()> {
+        match (stored, user) {
+            (_, Some(user)) => self.rows.insert(user.id.as_bytes().as_slice(), encode_user(user))?,
+            (Some(stored), None) => self.rows.remove(stored.id.as_bytes().as_slice())?,
+            (None, None) => {}
+        }
+        let old_email = stored.map(|stored| stored.email.as_str());
+        let new_email = user.map(|user| user.email.as_str());
+        if old_email != new_email {
+            if let Some(email) = old_email {
+                self.emails.remove(email)?;
+            }
+            if let Some(user) = user {
+                self.emails.insert(user.email.as_str(), user.id.as_bytes().as_slice())?;
+            }
+        }
+        let (was, is) = (stored.is_some_and(is_active_admin), user.is_some_and(is_active_admin));
+        if was != is {
+            let admins = self.active_admins()?;
+            let admins = if is { admins + 1 } else { admins.saturating_sub(1) };
+            self.counts.insert(ACTIVE_ADMINS, admins.to_be_bytes().as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Changes one user's login counters.
+    async fn change_counters(&self, id: UserId, change: impl Fn(&mut User) + Send + 'static) -> StoreResult<User> {
+        self.writer
+            .write(move |tx| {
+                let users = UserTx::new(tx);
+                let mut user = users.require(id)?;
+                change(&mut user);
+                users.rows.insert(id.as_bytes().as_slice(), encode_user(&user))?;
+                Ok(user)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl UserStore for SledStore {
+    async fn insert_user(&self, mut user: User, follow_up: Vec<Job>) -> StoreResult<User> {
+        user.version = 1;
+        let follow_up = NewJob::prepare_all(&follow_up)?;
+        self.writer
+            .write(move |tx| {
+                let users = UserTx::new(tx);
+                if users.email_taken(&user.email, user.id)? {
+                    return Err(abort(Conflict::EmailTaken));
+                }
+                if users.load(user.id)?.is_some() {
+                    return Err(abort(Conflict::Duplicate));
+                }
+                users.save(None, Some(&user))?;
+                JobTx::new(tx).insert(&follow_up)?;
+                Ok(user.clone())
+            })
+            .await
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let Some(row) = self.trees[TreeId::Users].get(id.as_bytes()).sled()? else { return Ok(None) };
+        decode_user(id, &row).map(Some)
+    }
+
+    async fn get_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        let Some(id) = self.trees[TreeId::Emails].get(email.as_str()).sled()? else { return Ok(None) };
+        let id = UserId::from_uuid(trailing_id(&id)?);
+        // The two reads are not one snapshot: a user whose address changed in between is not this address's.
+        Ok(self.get_user(id).await?.filter(|user| user.email == *email))
+    }
+
+    async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
+        let follow_up = NewJob::prepare_all(&follow_up)?;
+        self.writer
+            .write(move |tx| {
+                let users = UserTx::new(tx);
+                let stored = users.require(user.id)?;
+                if stored.version != expected_version {
+                    return Err(abort(Conflict::VersionMismatch));
+                }
+                if stored.email != user.email && users.email_taken(&user.email, user.id)? {
+                    return Err(abort(Conflict::EmailTaken));
+                }
+                if users.removes_last_admin(&stored, Some(&user))? {
+                    return Err(abort(Conflict::LastActiveAdmin));
+                }
+                let next = User {
+                    version: expected_version + 1,
+                    created_at: stored.created_at,
+                    failed_logins: stored.failed_logins,
+                    last_failed_login_at: stored.last_failed_login_at,
+                    ..user.clone()
+                };
+                users.save(Some(&stored), Some(&next))?;
+                JobTx::new(tx).insert(&follow_up)?;
+                Ok(next)
+            })
+            .await
+    }
+
+    async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()> {
+        // The user's tokens are found by a scan, which a transaction cannot do; on the writer, nothing can add
+        // one between the scan and the transaction.
+        self.writer
+            .alone(move |trees| {
+                let hashes = tokens_of_user(trees, id)?;
+                transaction(trees, |tx| {
+                    let users = UserTx::new(tx);
+                    let stored = users.require(id)?;
+                    if expected_version.is_some_and(|version| version != stored.version) {
+                        return Err(abort(Conflict::VersionMismatch));
+                    }
+                    if users.removes_last_admin(&stored, None)? {
+                        return Err(abort(Conflict::LastActiveAdmin));
+                    }
+                    let tokens = TokenTx::new(tx);
+                    for hash in &hashes {
+                        tokens.delete(hash)?;
+                    }
+                    users.save(Some(&stored), None)
+                })
+            })
+            .await
+    }
+
+    async fn record_login_failure(&self, id: UserId, now: DateTime<Utc>) -> StoreResult<u32> {
+        let user = self
+            .change_counters(id, move |user| {
+                user.failed_logins = user.failed_logins.saturating_add(1);
+                user.last_failed_login_at = Some(now);
+            })
+            .await?;
+        Ok(user.failed_logins)
+    }
+
+    async fn clear_login_failures(&self, id: UserId) -> StoreResult<()> {
+        self.change_counters(id, |user| {
+            user.failed_logins = 0;
+            user.last_failed_login_at = None;
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {
+        let load =
+            |key: &sled::IVec, row: &sled::IVec| decode_user(UserId::from_uuid(trailing_id(key)?), row).map(Some);
+        page_of(&self.trees[TreeId::Users], &[], page, load, |user| filter.matches(user), |user| user.id.into())
+    }
+}

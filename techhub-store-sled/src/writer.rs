@@ -1,0 +1,378 @@
+//! The writer: one thread that runs every write of the store, many calls per sled transaction, and flushes once
+//! per round (group commit).
+//!
+//! sled 0.34 makes each transaction expensive in fixed costs (it runs under a process-wide lock and writes out
+//! its IO buffer twice), and a flush blocks every transaction while it waits for the disk. So the writer takes
+//! every call waiting, runs them in one transaction (each in its own savepoint, [`Tx`]: a call that fails
+//! leaves no trace and does not sink the others), flushes once if the policy asks, and only then answers them
+//! all. Calls that arrive meanwhile make the next round.
+//!
+//! Being the only thread that writes, the writer can read before a transaction and rely on what it read:
+//! claims pick their jobs from the ready index just before their round's transaction, and calls that must scan
+//! an index (revocations, rescues, pruning) scan and then write with nothing in between.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
+use sled::{Db, IVec};
+use techhub_core::model::{JobId, JobState, WorkerId};
+use techhub_core::storage::{StoreError, StoreResult};
+use tokio::sync::oneshot;
+
+use crate::codec::corrupt;
+use crate::engine::{Trees, sled_error};
+use crate::job_index::JobTx;
+use crate::keys::QueueKeys;
+use crate::queues::{Head, head, promote_due};
+use crate::tx::{Tx, TxResult, abort};
+
+/// The most calls one round takes.
+const MAX_ROUND: usize = 1_024;
+
+/// Answers a call once its round is durable; gets the flush's error, if the flush failed.
+type Finish = Box<dyn FnOnce(Option<&sled::Error>) + Send>;
+
+/// A call that runs inside a round's transaction.
+trait Call: Send {
+    /// Runs the call in its own savepoint: a failure of the call is kept as its outcome; a failure of the
+    /// transaction itself is returned.
+    fn apply(&self, views: &[TransactionalTree]) -> TxResult<()>;
+
+    /// The answer to give once the round is flushed; `failed` if the round's transaction failed.
+    fn finish(self: Box<Self>, failed: Option<&sled::Error>) -> Finish;
+}
+
+/// What a caller asked for: `body` runs in a savepoint of the round's transaction.
+struct Write<T, F> {
+    body: F,
+    outcome: RefCell<Option<StoreResult<T>>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Call for Write<T, F>
+where
+    T: Send + 'static,
+    F: Fn(&Tx<'_>) -> TxResult<T> + Send,
+{
+    fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
+        let tx = Tx::new(views);
+        let outcome = match (self.body)(&tx) {
+            Ok(value) => {
+                tx.merge()?;
+                Ok(value)
+            }
+            Err(ConflictableTransactionError::Abort(error)) => Err(error),
+            Err(other) => return Err(other),
+        };
+        *self.outcome.borrow_mut() = Some(outcome);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, failed: Option<&sled::Error>) -> Finish {
+        let Write { outcome, reply, .. } = *self;
+        let outcome = match failed {
+            Some(error) => Err(sled_error(error.clone())),
+            None => outcome.into_inner().unwrap_or_else(|| Err(not_run())),
+        };
+        answer_after_flush(reply, outcome)
+    }
+}
+
+/// A claim: the writer picks its job before the round's transaction, which then moves it to running.
+pub(crate) struct ClaimRequest {
+    pub(crate) queues: Vec<QueueKeys>,
+    pub(crate) worker: WorkerId,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) lease_until: DateTime<Utc>,
+}
+
+/// What a claim answers: the claimed job's id and new row, or `None` if nothing is due.
+type Claimed = Option<(JobId, IVec)>;
+
+struct Claim {
+    request: ClaimRequest,
+    choice: Option<Head>,
+    outcome: RefCell<Option<StoreResult<Claimed>>>,
+    reply: oneshot::Sender<StoreResult<Claimed>>,
+}
+
+impl Claim {
+    /// Moves the chosen job to running; answers its id and new row.
+    fn claim(&self, tx: &Tx<'_>) -> TxResult<Claimed> {
+        let Some(head) = &self.choice else { return Ok(None) };
+        let jobs = JobTx::new(tx);
+        // The writer chose this key from the index just before the transaction, and nothing else writes.
+        if !jobs.is_ready(&head.key)? {
+            return Err(abort(corrupt("a chosen ready job left the index")));
+        }
+        let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
+        if loaded.job.state != JobState::Queued {
+            return Err(abort(corrupt("a ready job is not queued")));
+        }
+        let mut job = loaded.job.clone();
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.started_at = Some(self.request.now);
+        job.lease_holder = Some(self.request.worker.clone());
+        job.lease_until = Some(self.request.lease_until);
+        jobs.transition(&loaded, &job, self.request.now).map(|row| Some((job.id, row)))
+    }
+}
+
+impl Claim {
+    /// Like [`Call::apply`].
+    fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
+        let tx = Tx::new(views);
+        let outcome = match self.claim(&tx) {
+            Ok(row) => {
+                tx.merge()?;
+                Ok(row)
+            }
+            Err(ConflictableTransactionError::Abort(error)) => Err(error),
+            Err(other) => return Err(other),
+        };
+        *self.outcome.borrow_mut() = Some(outcome);
+        Ok(())
+    }
+
+    /// Like [`Call::finish`].
+    fn finish(self, failed: Option<&sled::Error>) -> Finish {
+        let Claim { outcome, reply, .. } = self;
+        let outcome = match failed {
+            Some(error) => Err(sled_error(error.clone())),
+            None => outcome.into_inner().unwrap_or_else(|| Err(not_run())),
+        };
+        answer_after_flush(reply, outcome)
+    }
+}
+
+/// Work that needs the writer to itself: it scans, then writes in a transaction of its own.
+type Alone = Box<dyn FnOnce(&Trees) -> Finish + Send>;
+
+enum Request {
+    Write(Box<dyn Call>),
+    Claim(Box<Claim>),
+    Alone(Alone),
+}
+
+/// Sends a call's outcome once its round's flush is done (a failed flush fails the calls that succeeded).
+fn answer_after_flush<T: Send + 'static>(reply: oneshot::Sender<StoreResult<T>>, outcome: StoreResult<T>) -> Finish {
+    Box::new(move |flush_error| {
+        let outcome = match (outcome, flush_error) {
+            (Ok(_), Some(error)) => Err(StoreError::unavailable(FlushFailed(error.clone()))),
+            (outcome, _) => outcome,
+        };
+        // A caller that stopped waiting (its future was dropped) needs no answer.
+        let _ = reply.send(outcome);
+    })
+}
+
+fn not_run() -> StoreError {
+    StoreError::backend(std::io::Error::other("the writer did not run the call"))
+}
+
+fn closed() -> StoreError {
+    StoreError::unavailable(std::io::Error::other("the sled store is closed"))
+}
+
+/// A flush failed, so the writes it covered may not be durable.
+#[derive(Debug)]
+struct FlushFailed(sled::Error);
+
+impl std::fmt::Display for FlushFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "flushing the write to disk failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for FlushFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The handle the store writes through.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    sender: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Write(_) => "Write",
+            Request::Claim(_) => "Claim",
+            Request::Alone(_) => "Alone",
+        })
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread; with `flush_every_round`, each round is flushed before it is answered.
+    pub(crate) fn start(db: Db, trees: Trees, flush_every_round: bool) -> StoreResult<Self> {
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("techhub-sled-writer".to_owned())
+            .spawn(move || write_loop(&db, &trees, flush_every_round, &receiver))
+            .map_err(StoreError::backend)?;
+        Ok(Self { sender: Some(sender), thread: Some(thread) })
+    }
+
+    fn send(&self, request: Request) -> StoreResult<()> {
+        self.sender.as_ref().ok_or_else(closed)?.send(request).map_err(|_| closed())
+    }
+
+    /// Runs `body` in the next round's transaction; answers once the round is committed (and flushed).
+    pub(crate) async fn write<T>(&self, body: impl Fn(&Tx<'_>) -> TxResult<T> + Send + 'static) -> StoreResult<T>
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Write(Box::new(Write { body, outcome: RefCell::new(None), reply })))?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Claims in the next round: answers the claimed job's new row, or `None` if nothing is due.
+    pub(crate) async fn claim(&self, request: ClaimRequest) -> StoreResult<Claimed> {
+        let (reply, answer) = oneshot::channel();
+        let claim = Claim { request, choice: None, outcome: RefCell::new(None), reply };
+        self.send(Request::Claim(Box::new(claim)))?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Runs `work` on the writer between rounds, with nothing else writing: it may scan, then call
+    /// [`transaction`](crate::tx::transaction).
+    pub(crate) async fn alone<T>(&self, work: impl FnOnce(&Trees) -> StoreResult<T> + Send + 'static) -> StoreResult<T>
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let alone: Alone = Box::new(move |trees| answer_after_flush(reply, work(trees)));
+        self.send(Request::Alone(alone))?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop once the calls already sent are answered. Joining releases the
+        // thread's handles on the database before the store's own go, so the directory is unlocked when the
+        // store is gone (reopening right after a drop works).
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the sled writer thread panicked");
+        }
+    }
+}
+
+/// Calls collected for one transaction.
+#[derive(Default)]
+struct Round {
+    claims: Vec<Claim>,
+    writes: Vec<Box<dyn Call>>,
+}
+
+impl Round {
+    fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.writes.is_empty()
+    }
+
+    /// Runs the round's calls in one transaction, claims first (they picked their jobs from the state before
+    /// it), and queues their answers.
+    fn commit(&mut self, trees: &Trees, finishes: &mut Vec<Finish>) {
+        if self.is_empty() {
+            return;
+        }
+        let mut claims = std::mem::take(&mut self.claims);
+        let writes = std::mem::take(&mut self.writes);
+        if let Err(error) = choose(trees, &mut claims) {
+            let message = error.to_string();
+            for claim in claims.drain(..) {
+                let Claim { reply, .. } = claim;
+                let error = StoreError::backend(std::io::Error::other(message.clone()));
+                finishes.push(answer_after_flush(reply, Err(error)));
+            }
+        }
+        let result = trees.all().transaction(|views: &Vec<TransactionalTree>| {
+            for claim in &claims {
+                claim.apply(views)?;
+            }
+            for write in &writes {
+                write.apply(views)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        });
+        let failed = match result {
+            Ok(()) => None,
+            Err(TransactionError::Storage(error)) => Some(error),
+            // Calls keep their own failures; an abort of the whole transaction is not raised by any call.
+            Err(TransactionError::Abort(error)) => Some(sled::Error::ReportableBug(error.to_string())),
+        };
+        if let Some(error) = &failed {
+            tracing::error!(error = %error, calls = claims.len() + writes.len(), "a sled write transaction failed");
+        }
+        finishes.extend(claims.into_iter().map(|claim| claim.finish(failed.as_ref())));
+        finishes.extend(writes.into_iter().map(|write| write.finish(failed.as_ref())));
+    }
+}
+
+/// Picks each claim's job: promotes its queues' due delayed jobs, then takes the first due job in claim order
+/// across its queues that no earlier claim of the round took.
+fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
+    let mut taken = HashSet::new();
+    for claim in claims {
+        let request = &claim.request;
+        let mut best: Option<Head> = None;
+        for keys in &request.queues {
+            promote_due(trees, keys, request.now)?;
+            if let Some(head) = head(trees, keys, request.now, &taken)?
+                && best.as_ref().is_none_or(|best| head.entry < best.entry)
+            {
+                best = Some(head);
+            }
+        }
+        if let Some(head) = &best {
+            taken.insert(head.key.clone());
+        }
+        claim.choice = best;
+    }
+    Ok(())
+}
+
+/// Takes every call waiting, runs them in rounds, flushes, answers; until the store is dropped.
+fn write_loop(db: &Db, trees: &Trees, flush_every_round: bool, requests: &Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut round = Round::default();
+        let mut finishes: Vec<Finish> = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(request) = next {
+            match request {
+                Request::Write(write) => round.writes.push(write),
+                Request::Claim(claim) => round.claims.push(*claim),
+                Request::Alone(alone) => {
+                    // What came before it commits first, so it sees the state its callers expect.
+                    round.commit(trees, &mut finishes);
+                    finishes.push(alone(trees));
+                }
+            }
+            taken += 1;
+            next = if taken < MAX_ROUND { requests.try_recv().ok() } else { None };
+        }
+        round.commit(trees, &mut finishes);
+        let flush_error = if flush_every_round { db.flush().err() } else { None };
+        if let Some(error) = &flush_error {
+            tracing::error!(error = %error, "flushing the sled database failed; the round's callers are told so");
+        }
+        for finish in finishes {
+            finish(flush_error.as_ref());
+        }
+    }
+}

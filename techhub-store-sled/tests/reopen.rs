@@ -1,0 +1,60 @@
+//! What a store acknowledged is there when the directory is opened again, indexes and counters included.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use techhub_core::model::{Email, Job, JobState, NewJob, Role, User, WorkerId};
+use techhub_core::storage::{JobStore, UserStore};
+use techhub_store_sled::{FlushPolicy, SledOptions, SledStore};
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_893_456_000, 0).expect("in range")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_sees_acknowledged_users_and_jobs() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    let email = Email::parse("ada@example.com").expect("valid");
+    let welcome = Job::new(NewJob::new("email.welcome", json!({ "to": "ada" })).queue("email"), t0()).expect("valid");
+    let later = Job::new(NewJob::new("report", json!({})).run_at(t0() + Duration::from_secs(60)), t0()).expect("valid");
+    let user = {
+        let store = SledStore::open(&path).expect("opens");
+        let user = store
+            .insert_user(User::new(email.clone(), "Ada", Role::Admin, t0()), vec![welcome.clone()])
+            .await
+            .expect("inserts");
+        store.enqueue(later.clone()).await.expect("enqueues");
+        user
+    };
+
+    let store = SledStore::open(&path).expect("opens again");
+    assert_eq!(store.get_user_by_email(&email).await.expect("reads"), Some(user));
+    assert_eq!(store.get_job(welcome.id).await.expect("reads"), Some(welcome.clone()));
+    let counts = store.queue_counts().await.expect("counts");
+    assert_eq!(
+        counts.iter().map(|queue| (queue.queue.as_str(), queue.queued)).collect::<Vec<_>>(),
+        [("default", 1), ("email", 1)]
+    );
+    let worker = WorkerId::new("w");
+    let claimed = store.claim(&["email".to_owned()], &worker, t0(), Duration::from_secs(30)).await.expect("claims");
+    assert_eq!(claimed.map(|job| (job.id, job.state)), Some((welcome.id, JobState::Running)));
+    let due = t0() + Duration::from_secs(60);
+    let claimed = store.claim(&["default".to_owned()], &worker, due, Duration::from_secs(30)).await.expect("claims");
+    assert_eq!(claimed.map(|job| job.id), Some(later.id), "the delayed index survived too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_flushing_keeps_writes_across_a_clean_reopen() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    let options = SledOptions { flush: FlushPolicy::Every(Duration::from_millis(5)), ..SledOptions::default() };
+    let job = Job::new(NewJob::new("tick", json!({})), t0()).expect("valid");
+    {
+        let store = SledStore::open_with(&path, &options).expect("opens");
+        store.enqueue(job.clone()).await.expect("enqueues");
+    }
+    let store = SledStore::open_with(&path, &options).expect("opens again");
+    assert_eq!(store.get_job(job.id).await.expect("reads"), Some(job));
+}
