@@ -1,0 +1,187 @@
+//! `techhub-server`: TechHub's HTTP API over SQLite (default `./techhub.db`), sled or memory, with the
+//! workers in the same process. Configured by the environment (see `settings`); stops gracefully on SIGINT
+//! and SIGTERM (in-flight requests finish, running jobs get their grace period).
+
+mod settings;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use techhub_core::auth::{JwtKeys, SigningKey};
+use techhub_core::jobs::WorkerConfig;
+use techhub_core::notify::SmtpNotifier;
+use techhub_core::storage::DynStorage;
+use techhub_core::{Config, TechHub};
+use techhub_store_memory::MemoryStore;
+use techhub_store_sled::SledStore;
+use techhub_store_sqlite::SqliteStore;
+
+use crate::settings::{LogFormat, Settings, StoreSetting};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("techhub-server: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    match run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("techhub-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::new(&settings.log_filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(?settings, "starting");
+    let (storage, data_dir) = open_store(&settings.store)?;
+    let secret = jwt_secret(&settings, data_dir.as_deref())?;
+
+    let mut config = Config::default();
+    if let Some(url) = &settings.public_url {
+        config.public_url = url.trim_end_matches('/').to_owned();
+    }
+    if let Some(from) = &settings.smtp_from {
+        config.email_from = from.clone();
+    }
+    let mut builder = TechHub::builder()
+        .shared_storage(storage)
+        .config(config.clone())
+        .jwt_keys(JwtKeys::new(SigningKey::hs256("server", secret.as_bytes())?));
+    if let Some(url) = &settings.smtp_url {
+        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from).map_err(|error| {
+            settings::SettingError { variable: "TECHHUB_SMTP_URL", problem: error.message().to_owned() }
+        })?);
+    }
+    let hub = builder.build()?;
+
+    if let Some((email, password)) = &settings.admin {
+        let admin = hub.users().ensure_admin(email, password).await.map_err(|error| settings::SettingError {
+            variable: "TECHHUB_ADMIN_EMAIL",
+            problem: format!("the admin could not be set up: {}", error.message()),
+        })?;
+        tracing::info!(admin = %admin.email, "admin account ready");
+    }
+
+    let workers = hub.start_workers(
+        WorkerConfig::default().queue("default", settings.workers).queue("email", settings.workers.div_ceil(2)),
+    )?;
+
+    let http = techhub_axum::HttpConfig {
+        cors_origins: settings.cors_origins.clone(),
+        auth_rate_limit_per_minute: settings.auth_rate_limit,
+        ..techhub_axum::HttpConfig::default()
+    };
+    let app = techhub_axum::router(hub.clone(), http);
+    let listener = tokio::net::TcpListener::bind(settings.addr).await.map_err(|error| settings::SettingError {
+        variable: "TECHHUB_ADDR",
+        problem: format!("cannot listen: {error}"),
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    println!("techhub-server listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("HTTP stopped; stopping workers");
+    workers.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the configured store; returns it with the directory its data lives in (for the JWT secret file).
+fn open_store(setting: &StoreSetting) -> Result<(DynStorage, Option<PathBuf>), Box<dyn std::error::Error>> {
+    let failed = |error: techhub_core::storage::StoreError| settings::SettingError {
+        variable: "TECHHUB_STORE",
+        problem: format!("the store cannot be opened: {error}"),
+    };
+    Ok(match setting {
+        StoreSetting::Sqlite(path) => {
+            let store = SqliteStore::open(path).map_err(failed)?;
+            let dir = path.parent().map(|dir| if dir.as_os_str().is_empty() { Path::new(".") } else { dir });
+            (Arc::new(store), dir.map(Path::to_owned))
+        }
+        StoreSetting::Sled(dir) => (Arc::new(SledStore::open(dir).map_err(failed)?), Some(dir.clone())),
+        StoreSetting::Memory => (Arc::new(MemoryStore::new()), None),
+    })
+}
+
+/// The HS256 secret: from `TECHHUB_JWT_SECRET`, else from (or newly into) `techhub-jwt-secret` beside the
+/// data, readable by the owner only, so sessions survive restarts. A memory store gets a random one.
+fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, Box<dyn std::error::Error>> {
+    if let Some(secret) = &settings.jwt_secret {
+        return Ok(secret.clone());
+    }
+    let fresh = || {
+        use rand::Rng;
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>()
+    };
+    let Some(dir) = data_dir else {
+        tracing::warn!("TECHHUB_JWT_SECRET is not set: using a random secret; sessions end at restart");
+        return Ok(fresh());
+    };
+    let path = dir.join("techhub-jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if existing.len() >= techhub_core::auth::MIN_SECRET_BYTES {
+            return Ok(existing);
+        }
+    }
+    let secret = fresh();
+    write_private(&path, &secret)?;
+    tracing::warn!(path = %path.display(), "TECHHUB_JWT_SECRET is not set: generated a secret and saved it beside the data");
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,249 @@
+//! The server's configuration, read from the environment (API.md, "Example server configuration"). Any bad
+//! value stops the server at start with a message naming the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreSetting {
+    /// `sqlite:<file>`.
+    Sqlite(PathBuf),
+    /// `sled:<directory>`.
+    Sled(PathBuf),
+    /// `memory`: nothing survives a restart.
+    Memory,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the server reads from its environment. `Debug` hides the secrets.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: StoreSetting,
+    pub(crate) jwt_secret: Option<String>,
+    pub(crate) admin: Option<(String, String)>,
+    pub(crate) smtp_url: Option<String>,
+    pub(crate) smtp_from: Option<String>,
+    pub(crate) workers: usize,
+    pub(crate) cors_origins: Vec<String>,
+    pub(crate) public_url: Option<String>,
+    pub(crate) auth_rate_limit: u32,
+    pub(crate) log_filter: String,
+    pub(crate) log_format: LogFormat,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("addr", &self.addr)
+            .field("store", &self.store)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("admin", &self.admin.as_ref().map(|(email, _)| email))
+            .field("smtp", &self.smtp_url.as_ref().map(|_| "<configured>"))
+            .field("workers", &self.workers)
+            .field("cors_origins", &self.cors_origins)
+            .field("public_url", &self.public_url)
+            .field("auth_rate_limit", &self.auth_rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration error: the variable and what is wrong with it.
+#[derive(Debug)]
+pub(crate) struct SettingError {
+    pub(crate) variable: &'static str,
+    pub(crate) problem: String,
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.problem)
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+fn invalid(variable: &'static str, problem: impl Into<String>) -> SettingError {
+    SettingError { variable, problem: problem.into() }
+}
+
+impl Settings {
+    /// Reads the settings through `lookup` (the process environment in `main`, a map in tests).
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        let get = |name: &str| lookup(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
+
+        let addr = get("TECHHUB_ADDR").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let addr = addr
+            .parse()
+            .map_err(|_| invalid("TECHHUB_ADDR", format!("{addr:?} is not an address like 127.0.0.1:8080")))?;
+
+        let store = match get("TECHHUB_STORE").as_deref().unwrap_or("sqlite:./techhub.db") {
+            "memory" => StoreSetting::Memory,
+            other => match other.split_once(':') {
+                Some(("sqlite", path)) if !path.is_empty() => StoreSetting::Sqlite(PathBuf::from(path)),
+                Some(("sled", path)) if !path.is_empty() => StoreSetting::Sled(PathBuf::from(path)),
+                _ => {
+                    return Err(invalid(
+                        "TECHHUB_STORE",
+                        format!("{other:?}: expected sqlite:<file>, sled:<dir> or memory"),
+                    ));
+                }
+            },
+        };
+
+        let jwt_secret = get("TECHHUB_JWT_SECRET");
+        if let Some(secret) = &jwt_secret
+            && secret.len() < techhub_core::auth::MIN_SECRET_BYTES
+        {
+            return Err(invalid(
+                "TECHHUB_JWT_SECRET",
+                format!("must be at least {} bytes (it is {})", techhub_core::auth::MIN_SECRET_BYTES, secret.len()),
+            ));
+        }
+
+        let admin =
+            match (get("TECHHUB_ADMIN_EMAIL"), lookup("TECHHUB_ADMIN_PASSWORD").filter(|value| !value.is_empty())) {
+                (Some(email), Some(password)) => Some((email, password)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(invalid("TECHHUB_ADMIN_PASSWORD", "is required with TECHHUB_ADMIN_EMAIL"));
+                }
+                (None, Some(_)) => {
+                    return Err(invalid("TECHHUB_ADMIN_EMAIL", "is required with TECHHUB_ADMIN_PASSWORD"));
+                }
+            };
+
+        let smtp_url = get("TECHHUB_SMTP_URL");
+        let smtp_from = get("TECHHUB_SMTP_FROM");
+
+        let workers = match get("TECHHUB_WORKERS") {
+            None => 4,
+            Some(text) => match text.parse::<usize>() {
+                Ok(workers) if (1..=1024).contains(&workers) => workers,
+                _ => return Err(invalid("TECHHUB_WORKERS", format!("{text:?}: expected a number from 1 to 1024"))),
+            },
+        };
+
+        let cors_origins: Vec<String> = get("TECHHUB_CORS_ORIGINS")
+            .map(|origins| {
+                origins.split(',').map(|origin| origin.trim().to_owned()).filter(|o| !o.is_empty()).collect()
+            })
+            .unwrap_or_default();
+        for origin in &cors_origins {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.trim_end_matches('/').contains(['*', ' '])
+                && http::HeaderValue::from_str(origin).is_ok();
+            if !valid {
+                return Err(invalid(
+                    "TECHHUB_CORS_ORIGINS",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+
+        let public_url = get("TECHHUB_PUBLIC_URL");
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid("TECHHUB_PUBLIC_URL", format!("{url:?} is not an http(s) URL")));
+        }
+
+        let auth_rate_limit = match get("TECHHUB_AUTH_RATE_LIMIT") {
+            None => 60,
+            Some(text) => text.parse().map_err(|_| {
+                invalid("TECHHUB_AUTH_RATE_LIMIT", format!("{text:?}: expected requests per minute (0: off)"))
+            })?,
+        };
+
+        let log_filter = get("TECHHUB_LOG").unwrap_or_else(|| "info".to_owned());
+        tracing_subscriber::EnvFilter::try_new(&log_filter)
+            .map_err(|error| invalid("TECHHUB_LOG", format!("{log_filter:?}: {error}")))?;
+        let log_format = match get("TECHHUB_LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("TECHHUB_LOG_FORMAT", format!("{other:?}: expected pretty or json"))),
+        };
+
+        Ok(Self {
+            addr,
+            store,
+            jwt_secret,
+            admin,
+            smtp_url,
+            smtp_from,
+            workers,
+            cors_origins,
+            public_url,
+            auth_rate_limit,
+            log_filter,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_on_loopback() {
+        let settings = settings(&[]).expect("defaults are valid");
+        assert_eq!(settings.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.store, StoreSetting::Sqlite(PathBuf::from("./techhub.db")));
+        assert_eq!(settings.auth_rate_limit, 60);
+        assert!(settings.admin.is_none());
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("TECHHUB_ADDR", "localhost"),
+            ("TECHHUB_STORE", "postgres://db"),
+            ("TECHHUB_JWT_SECRET", "short"),
+            ("TECHHUB_WORKERS", "0"),
+            ("TECHHUB_CORS_ORIGINS", "*"),
+            ("TECHHUB_PUBLIC_URL", "example.com"),
+            ("TECHHUB_AUTH_RATE_LIMIT", "-1"),
+            ("TECHHUB_LOG_FORMAT", "xml"),
+            ("TECHHUB_ADMIN_PASSWORD", ""),
+        ];
+        for (variable, value) in cases {
+            let mut pairs = vec![(*variable, *value)];
+            if *variable == "TECHHUB_ADMIN_PASSWORD" {
+                pairs = vec![("TECHHUB_ADMIN_EMAIL", "admin@example.com")];
+            }
+            let error = settings(&pairs).expect_err(variable);
+            assert_eq!(error.variable, *variable, "{error}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let settings = settings(&[
+            ("TECHHUB_JWT_SECRET", "0123456789abcdef0123456789abcdef-secret"),
+            ("TECHHUB_ADMIN_EMAIL", "admin@example.com"),
+            ("TECHHUB_ADMIN_PASSWORD", "hunter2hunter2"),
+            ("TECHHUB_SMTP_URL", "smtp://user:pass@mail:587"),
+        ])
+        .expect("valid");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("pass@") && !debug.contains("0123456789"));
+    }
+}

@@ -1,0 +1,226 @@
+//! `GET /api/v1/events`: live events over a WebSocket.
+//!
+//! The client authenticates with `?access_token=` or, within 10 seconds, a first message
+//! `{ "type": "auth", "token": "..." }`; it may then narrow what it receives with
+//! `{ "type": "subscribe", "topics": ["jobs"], "ids": ["<job id>"] }` (each acknowledged with
+//! `{ "type": "subscribed", ... }`). Events go out as `{ "seq", "at", "topic", "type", "data" }`. A user
+//! receives the events of what it owns, an admin everything.
+//!
+//! Each client has a bounded buffer between the event bus and its socket. A client that lets it fill up (or
+//! falls behind the bus itself) is closed with 1013 ("try again later"); the bus never waits for a socket,
+//! so one slow client never slows the others.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use techhub_core::Actor;
+use techhub_core::events::{Event, Topic};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::extract::ApiQuery;
+use crate::problem::{ApiResult, Problem};
+use crate::state::AppState;
+
+/// How long a client that did not pass `?access_token=` has to send its auth message.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Close code: the server is overloaded for this client; try again later.
+const TRY_AGAIN_LATER: u16 = 1013;
+/// Close code: the client broke the protocol (bad or missing auth).
+const POLICY_VIOLATION: u16 = 1008;
+
+/// The socket's query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// An access token, instead of a first `auth` message.
+    pub access_token: Option<String>,
+}
+
+/// What the client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        #[serde(default)]
+        topics: Option<Vec<Topic>>,
+        #[serde(default)]
+        ids: Option<Vec<Uuid>>,
+    },
+}
+
+/// What a client asked to receive (everything it may see, until it subscribes).
+#[derive(Debug, Default, Clone)]
+struct Subscription {
+    topics: Option<HashSet<Topic>>,
+    ids: Option<HashSet<Uuid>>,
+}
+
+impl Subscription {
+    fn wants(&self, event: &Event) -> bool {
+        self.topics.as_ref().is_none_or(|topics| topics.contains(&event.topic))
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(&event.subject))
+    }
+}
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
+}
+
+/// Live events (WebSocket upgrade).
+#[utoipa::path(get, path = "/api/v1/events", tag = "realtime", params(EventsQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"),
+              (status = 401, description = "Invalid access token", body = Problem)))]
+async fn events(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    let (mut parts, _body) = request.into_parts();
+    // A token in the query is checked before upgrading, so a bad one gets a plain 401.
+    let actor = match &query.access_token {
+        Some(token) => Some(state.hub.auth().authenticate(token).await?.actor),
+        None => None,
+    };
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state)
+        .await
+        .map_err(|rejection| Problem::new(rejection.status(), "malformed_body", rejection.body_text()))?;
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, actor)).into_response())
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, actor: Option<Actor>) {
+    let actor = match actor {
+        Some(actor) => actor,
+        None => match first_message_auth(&mut socket, &state).await {
+            Some(actor) => actor,
+            None => return close(&mut socket, POLICY_VIOLATION, "authenticate first").await,
+        },
+    };
+    metrics::gauge!("techhub_ws_clients").increment(1.0);
+    let _ = socket.send(text(json!({ "type": "authenticated" }))).await;
+    run(socket, &state, actor).await;
+    metrics::gauge!("techhub_ws_clients").decrement(1.0);
+}
+
+/// Waits for `{ "type": "auth", "token" }` as the first message.
+async fn first_message_auth(socket: &mut WebSocket, state: &AppState) -> Option<Actor> {
+    let message = tokio::time::timeout(AUTH_TIMEOUT, socket.recv()).await.ok()??.ok()?;
+    let Message::Text(body) = message else { return None };
+    let ClientMessage::Auth { token } = serde_json::from_str(&body).ok()? else { return None };
+    state.hub.auth().authenticate(&token).await.ok().map(|session| session.actor)
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+}
+
+fn text(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+/// Closes a client that cannot keep up (once), counting it.
+fn slow(reason: &'static str, overflow_tx: &mut Option<oneshot::Sender<&'static str>>) {
+    metrics::counter!("techhub_ws_closed_slow_total").increment(1);
+    if let Some(sender) = overflow_tx.take() {
+        let _ = sender.send(reason);
+    }
+}
+
+/// What the writer sends next.
+enum Outgoing {
+    Message(Message),
+    Close(u16, &'static str),
+}
+
+/// Bus → filter → bounded buffer → socket. Three parts so that no part waits on another's socket I/O: the
+/// reader takes client messages, the forwarder moves visible events into the buffer (never waiting), and
+/// the writer drains the buffer into the socket.
+async fn run(socket: WebSocket, state: &AppState, actor: Actor) {
+    let (mut sink, mut stream) = socket.split();
+    let (outgoing, mut pending) = mpsc::channel::<Outgoing>(state.config.event_buffer.max(1));
+    let (overflow_tx, mut overflow) = oneshot::channel::<&'static str>();
+    let writer = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                biased;
+                reason = &mut overflow => Outgoing::Close(TRY_AGAIN_LATER, reason.unwrap_or("closing")),
+                next = pending.recv() => match next { Some(next) => next, None => break },
+            };
+            match next {
+                Outgoing::Message(message) => {
+                    if sink.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            }
+        }
+    });
+
+    let mut bus = state.hub.subscribe();
+    let mut subscription = Subscription::default();
+    let mut overflow_tx = Some(overflow_tx);
+    loop {
+        tokio::select! {
+            event = bus.recv() => match event {
+                Ok(event) => {
+                    if !actor.may_access(event.owner) || !subscription.wants(&event) {
+                        continue;
+                    }
+                    let message = text(json!({
+                        "seq": event.seq, "at": event.at, "topic": event.topic, "type": event.kind, "data": event.data,
+                    }));
+                    if outgoing.try_send(Outgoing::Message(message)).is_err() {
+                        slow("client too slow: event buffer full", &mut overflow_tx);
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    metrics::counter!("techhub_event_bus_lagged_total").increment(missed);
+                    slow("client too slow: fell behind the event bus", &mut overflow_tx);
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(body))) => {
+                    let reply = match serde_json::from_str::<ClientMessage>(&body) {
+                        Ok(ClientMessage::Subscribe { topics, ids }) => {
+                            subscription = Subscription {
+                                topics: topics.map(|topics| topics.into_iter().collect()),
+                                ids: ids.map(|ids| ids.into_iter().collect()),
+                            };
+                            json!({ "type": "subscribed", "topics": subscription.topics, "ids": subscription.ids })
+                        }
+                        Ok(ClientMessage::Auth { .. }) => json!({ "type": "error", "message": "already authenticated" }),
+                        Err(error) => json!({ "type": "error", "message": format!("unreadable message: {error}") }),
+                    };
+                    if outgoing.try_send(Outgoing::Message(text(reply))).is_err() {
+                        slow("client too slow: event buffer full", &mut overflow_tx);
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(outgoing);
+    let _ = writer.await;
+}

@@ -1,0 +1,149 @@
+//! # TechHub over HTTP
+//!
+//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`API.md`): auth,
+//! users, jobs, live events over a WebSocket, health, Prometheus metrics and an OpenAPI 3.1 document. Only
+//! HTTP concerns live here (parsing, status codes, headers, limits); every rule (who may do what, what is
+//! valid) is the core's.
+//!
+//! - Errors are `application/problem+json` with a stable `code`, for everything: core errors (mapped in one
+//!   place, [`Problem`]), malformed bodies, unknown routes, wrong methods, oversized bodies, timeouts.
+//! - Every response has an `x-request-id` (the client's, or a new UUID) and the security headers; auth
+//!   responses are `cache-control: no-store`; auth routes are rate limited per client address.
+//!
+//! Serve it with connection info, so the per-address limit knows the peer:
+//!
+//! ```no_run
+//! # async fn serve(hub: techhub_core::TechHub) -> std::io::Result<()> {
+//! use std::net::SocketAddr;
+//!
+//! let app = techhub_axum::router(hub, techhub_axum::HttpConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! # }
+//! ```
+
+mod config;
+mod events;
+mod extract;
+mod layers;
+mod metrics_export;
+mod problem;
+mod rate_limit;
+mod routes;
+mod state;
+mod views;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use http::{HeaderName, HeaderValue, Method, header};
+use techhub_core::TechHub;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use crate::config::HttpConfig;
+pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
+pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
+pub use crate::state::AppState;
+pub use crate::views::{JobAccepted, JobView, PageView, QueueView, TokenPairView, UserView};
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How often idle client addresses are forgotten by the auth rate limiter.
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
+
+/// The whole API as an axum router, ready to serve (see the crate docs).
+///
+/// Must be called inside a tokio runtime (it starts a small task that keeps the rate limiter's table small).
+pub fn router(hub: TechHub, config: HttpConfig) -> Router {
+    let auth_limiter = rate_limit::AddressLimiter::per_minute(config.auth_rate_limit_per_minute);
+    let (router, openapi) = api_router(&config, auth_limiter.clone()).split_for_parts();
+    let openapi = openapi.to_json().expect("the OpenAPI document serializes");
+    if let Some(limiter) = &auth_limiter {
+        let limiter = Arc::downgrade(limiter);
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(LIMITER_SWEEP);
+            sweep.tick().await;
+            loop {
+                sweep.tick().await;
+                let Some(limiter) = limiter.upgrade() else { return };
+                limiter.forget_idle();
+            }
+        });
+    }
+    metrics_export::handle();
+    let state = AppState { hub, config: Arc::new(config.clone()), started: Instant::now(), openapi: Arc::new(openapi) };
+    let router = router.with_state(state).fallback(|| async { Problem::no_route() });
+    with_layers(router, &config)
+}
+
+/// The OpenAPI document of [`router`], as a value (for tools and tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router(&HttpConfig::default(), None).into_openapi()
+}
+
+/// Every route, with its per-group layers, and the document they make.
+fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressLimiter>>) -> OpenApiRouter<AppState> {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("TechHub API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Users, authentication, background jobs and live events.")),
+        )
+        .build();
+    let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+    doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(bearer));
+
+    let no_store = SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let auth = routes::auth::routes()
+        .layer(no_store)
+        .route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit::limit_by_address));
+    // A route layer sits inside the router-wide 1 MiB limit, so this one wins for the import route.
+    let import = routes::users::import_route().layer(DefaultBodyLimit::max(config.import_body_limit));
+    let rest = routes::users::routes()
+        .merge(routes::jobs::routes())
+        .merge(routes::system::routes())
+        .merge(routes::openapi_route())
+        .merge(events::routes());
+    OpenApiRouter::with_openapi(doc).merge(auth).merge(import).merge(rest)
+}
+
+/// The layers every route shares, innermost first.
+fn with_layers(router: Router, config: &HttpConfig) -> Router {
+    let mut router = router
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn(layers::problem_bodies));
+    if !config.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> =
+            config.cors_origins.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, REQUEST_ID])
+                .expose_headers([header::LOCATION, header::ETAG, header::RETRY_AFTER, REQUEST_ID])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    for (name, value) in layers::SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    router
+        .layer(middleware::from_fn(layers::record_metrics))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
