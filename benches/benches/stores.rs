@@ -8,7 +8,7 @@
 //!
 //! `cargo bench -p techhub-benches --bench stores` (add a filter such as `sqlite` to run one store). Writes to
 //! the durable stores are acknowledged only once durable under their default setting (SQLite: WAL with
-//! `synchronous = NORMAL`).
+//! `synchronous = NORMAL`; sled: a flush per write round).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

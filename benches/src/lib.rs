@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use techhub_core::storage::DynStorage;
 use techhub_store_memory::MemoryStore;
+use techhub_store_sled::{FlushPolicy, SledOptions, SledStore};
 use techhub_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 /// The store a bench runs on.
@@ -16,6 +17,8 @@ pub enum StoreKind {
     Memory,
     /// `techhub-store-sqlite`, a file.
     Sqlite,
+    /// `techhub-store-sled`, a directory.
+    Sled,
 }
 
 impl StoreKind {
@@ -24,6 +27,7 @@ impl StoreKind {
         match self {
             Self::Memory => "memory",
             Self::Sqlite => "sqlite",
+            Self::Sled => "sled",
         }
     }
 }
@@ -31,10 +35,11 @@ impl StoreKind {
 /// How durable an acknowledged write must be, where the store offers a choice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
-    /// The store's default (SQLite: WAL, `synchronous = NORMAL`: survives a process crash).
+    /// The store's default (SQLite: WAL, `synchronous = NORMAL`; sled: a flush per write round): an
+    /// acknowledged write survives a process crash.
     #[default]
     Normal,
-    /// The strongest (SQLite: `synchronous = FULL`: survives a power loss).
+    /// The strongest (SQLite: `synchronous = FULL`: survives a power loss; sled: as `normal`).
     Full,
 }
 
@@ -44,6 +49,7 @@ pub fn durability_label(kind: StoreKind, durability: DurabilityArg) -> &'static 
         (StoreKind::Memory, _) => "none",
         (StoreKind::Sqlite, DurabilityArg::Normal) => "wal-synchronous-normal",
         (StoreKind::Sqlite, DurabilityArg::Full) => "wal-synchronous-full",
+        (StoreKind::Sled, _) => "flush-every-write",
     }
 }
 
@@ -67,6 +73,12 @@ pub fn open_store(kind: StoreKind, dir: &Path, name: &str, durability: Durabilit
             };
             let options = SqliteOptions { durability, ..SqliteOptions::default() };
             Arc::new(SqliteStore::open_with(&path, &options).expect("opens the SQLite store"))
+        }
+        StoreKind::Sled => {
+            let path = dir.join(format!("{name}.sled"));
+            let _ = std::fs::remove_dir_all(&path);
+            let options = SledOptions { flush: FlushPolicy::EveryWrite, ..SledOptions::default() };
+            Arc::new(SledStore::open_with(&path, &options).expect("opens the sled store"))
         }
     }
 }

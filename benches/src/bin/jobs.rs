@@ -4,7 +4,7 @@
 //! cargo run --release -p techhub-benches --bin jobs -- --store sqlite --jobs 100000 --workers 8
 //! ```
 //!
-//! Every phase runs on a fresh store (`--store memory|sqlite`, the durable ones in files under `--path`, a
+//! Every phase runs on a fresh store (`--store memory|sqlite|sled`, the durable ones in files under `--path`, a
 //! temporary directory by default). Enqueues are issued by `--producers` concurrent tasks, each acknowledged
 //! only once durable under the store's setting (`--durability normal|full` for SQLite); `--batch N` enqueues
 //! N jobs per `enqueue_many` call instead of one per `enqueue`. Four phases, one output line:
