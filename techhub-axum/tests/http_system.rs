@@ -1,0 +1,244 @@
+//! System endpoints over a real socket: liveness, readiness, metrics, the headers every response carries,
+//! the router's own errors (no route, wrong method), and the OpenAPI document against the server and the
+//! contract of API.md.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{NO_ROUTE_DETAIL, assert_problem, assert_security_headers, body, header, start};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Every endpoint of API.md's System, Auth, Users, Jobs and Realtime sections: the contract.
+const CONTRACT: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/api/v1/system/health"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/refresh"),
+    ("post", "/api/v1/auth/logout"),
+    ("post", "/api/v1/auth/password/forgot"),
+    ("post", "/api/v1/auth/password/reset"),
+    ("post", "/api/v1/auth/password/change"),
+    ("post", "/api/v1/auth/verify-email"),
+    ("get", "/api/v1/users/me"),
+    ("patch", "/api/v1/users/me"),
+    ("get", "/api/v1/users"),
+    ("get", "/api/v1/users/{id}"),
+    ("patch", "/api/v1/users/{id}"),
+    ("delete", "/api/v1/users/{id}"),
+    ("post", "/api/v1/users/import"),
+    ("post", "/api/v1/users/export"),
+    ("get", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs/{id}"),
+    ("get", "/api/v1/jobs/{id}/artifact"),
+    ("post", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
+    ("post", "/api/v1/jobs/{id}/retry"),
+    ("get", "/api/v1/queue"),
+    ("get", "/api/v1/events"),
+];
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_and_readiness() {
+    let server = start().await;
+    let response = server.get("/health", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_security_headers(response.headers());
+    let live = body(response).await;
+    assert_eq!(live["status"], "ok");
+    assert_eq!(live["version"], env!("CARGO_PKG_VERSION"));
+    assert!(live["uptime_s"].is_u64(), "{live}");
+
+    let response = server.get("/api/v1/system/health", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let ready = body(response).await;
+    assert_eq!(ready["status"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["storage"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["store"], "memory", "{ready}");
+    assert!(ready["checks"]["workers"].is_u64(), "{ready}");
+
+    // Once the default queue has a job, its two workers are counted. (The core's queue statistics list only
+    // queues that hold jobs, so an idle server reports 0 workers: see the report.)
+    let token = server.admin.access.clone();
+    let accepted = body(server.post("/api/v1/jobs", Some(&token), &json!({ "kind": common::ECHO })).await).await;
+    server.wait_state(&token, accepted["job_id"].as_str().expect("id"), "succeeded").await;
+    let ready = body(server.get("/api/v1/system/health", None).await).await;
+    assert!(ready["checks"]["workers"].as_u64().is_some_and(|workers| workers >= 2), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_route_template_logins_jobs_and_sockets() {
+    let server = start().await;
+    let token = server.admin.access.clone();
+    let id = Uuid::new_v4();
+    assert_eq!(server.get(&format!("/api/v1/users/{id}"), Some(&token)).await.status(), StatusCode::NOT_FOUND);
+    server.login(common::ADMIN_EMAIL, common::PASSWORD).await;
+    let response = server.post("/api/v1/jobs", Some(&token), &json!({ "kind": common::ECHO, "payload": {} })).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let _socket = server.events(&token).await;
+
+    let response = server.get("/metrics", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header(&response, "content-type").is_some_and(|value| value.starts_with("text/plain")));
+    assert_security_headers(response.headers());
+    let text = response.text().await.expect("text");
+    let requests: Vec<&str> = text.lines().filter(|line| line.starts_with("techhub_http_requests_total{")).collect();
+    assert!(
+        requests.iter().any(|line| line.contains(r#"route="/api/v1/users/{id}""#) && line.contains(r#"status="404""#)),
+        "{text}"
+    );
+    assert!(!text.contains(&id.to_string()), "a raw id became a label: {text}");
+    assert!(text.contains("techhub_http_request_duration_seconds"), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("techhub_logins_total{") && line.contains("ok")), "{text}");
+    assert!(text.contains("techhub_jobs_enqueued_total"), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("techhub_ws_clients")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_the_security_headers_and_a_request_id() {
+    let server = start().await;
+    let token = server.admin.access.clone();
+    let requests = [
+        (Method::GET, "/health", None, StatusCode::OK),
+        (Method::GET, "/api/v1/users/me", Some(token.as_str()), StatusCode::OK),
+        (Method::GET, "/api/v1/users/me", None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/api/v1/users", Some(token.as_str()), StatusCode::OK),
+        (Method::GET, "/api/v1/nothing-here", None, StatusCode::NOT_FOUND),
+        (Method::DELETE, "/health", None, StatusCode::METHOD_NOT_ALLOWED),
+        (Method::GET, "/api/v1/openapi.json", None, StatusCode::OK),
+        (Method::GET, "/metrics", None, StatusCode::OK),
+    ];
+    let mut ids = BTreeSet::new();
+    for (method, path, token, status) in requests {
+        let response = server.request(method.clone(), path, token).send().await.expect("sent");
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_security_headers(response.headers());
+        let id = header(&response, "x-request-id").expect("a request id");
+        Uuid::parse_str(id).unwrap_or_else(|_| panic!("a generated request id is a UUID: {id}"));
+        ids.insert(id.to_owned());
+    }
+    assert_eq!(ids.len(), 8, "every request gets its own id");
+
+    for (method, path) in [(Method::GET, "/health"), (Method::GET, "/nowhere"), (Method::POST, "/api/v1/auth/login")] {
+        let response = server
+            .request(method.clone(), path, None)
+            .header("x-request-id", "client-chosen-42")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(header(&response, "x-request-id"), Some("client-chosen-42"), "{method} {path}");
+        assert_security_headers(response.headers());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods_are_problems() {
+    let server = start().await;
+    let token = server.admin.access.clone();
+    for path in ["/api/v1/nothing-here", "/api/v2/users", "/", "/api/v1/users/me/extra"] {
+        let problem = assert_problem(server.get(path, Some(&token)).await, StatusCode::NOT_FOUND, "not_found").await;
+        assert_eq!(problem["detail"], NO_ROUTE_DETAIL, "{path}");
+    }
+    // A segment that is not an id names nothing.
+    for path in ["/api/v1/jobs/not-a-uuid", "/api/v1/users/12345"] {
+        assert_problem(server.get(path, Some(&token)).await, StatusCode::NOT_FOUND, "not_found").await;
+    }
+
+    for (method, path, allowed) in [
+        (Method::DELETE, "/api/v1/auth/login", &["POST"][..]),
+        (Method::GET, "/api/v1/auth/register", &["POST"]),
+        (Method::PUT, "/api/v1/users/me", &["GET", "PATCH"]),
+        (Method::POST, "/health", &["GET"]),
+        (Method::DELETE, "/api/v1/jobs", &["GET", "POST"]),
+    ] {
+        let response = server.request(method.clone(), path, Some(&token)).send().await.expect("sent");
+        let allow = header(&response, "allow").unwrap_or_else(|| panic!("{method} {path}: no Allow")).to_owned();
+        assert_security_headers(response.headers());
+        assert_problem(response, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+        for method in allowed {
+            assert!(allow.split(',').any(|item| item.trim() == *method), "{path}: Allow {allow} lacks {method}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_3_1_and_holds_the_whole_contract() {
+    let server = start().await;
+    let response = server.get("/api/v1/openapi.json", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header(&response, "content-type").is_some_and(|value| value.starts_with("application/json")));
+    let document = body(response).await;
+    assert!(document["openapi"].as_str().is_some_and(|version| version.starts_with("3.1")), "{}", document["openapi"]);
+    assert!(document["info"]["title"].is_string() && document["info"]["version"].is_string());
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+
+    let mut missing = Vec::new();
+    for (method, path) in CONTRACT {
+        if document["paths"][path][method].is_null() {
+            missing.push(format!("{method} {path}"));
+        }
+    }
+    assert!(missing.is_empty(), "endpoints of API.md missing from the OpenAPI document: {missing:?}");
+
+    // The document a program gets from the crate is the one the server serves.
+    let offline = serde_json::to_value(techhub_axum::openapi()).expect("serializes");
+    assert_eq!(offline, document);
+}
+
+/// A body fit for any documented operation (handlers then answer 4xx on their own, not the router).
+fn probe(server: &common::Server, method: &str, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("a method");
+    let with_body = method == Method::POST || method == Method::PATCH || method == Method::PUT;
+    let request = server.request(method, path, token);
+    if with_body { request.json(&json!({})) } else { request }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_is_served_and_its_security_is_true() {
+    let server = start().await;
+    let document = body(server.get("/api/v1/openapi.json", None).await).await;
+    let token = server.admin.access.clone();
+
+    // The probe tells routes from the fallback: a path no route serves gets the fallback's detail.
+    let fallback = body(probe(&server, "get", "/api/v1/not-a-route", Some(&token)).send().await.expect("sent")).await;
+    assert_eq!(fallback["detail"], NO_ROUTE_DETAIL);
+
+    let paths = document["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (template, item) in paths {
+        let path: String = template
+            .split('/')
+            .map(|segment| if segment.starts_with('{') { Uuid::new_v4().to_string() } else { segment.to_owned() })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in METHODS {
+            let Some(operation) = item.get(method) else { continue };
+            operations += 1;
+            let response = probe(&server, method, &path, Some(&token)).send().await.expect("sent");
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {template} is documented but not routed");
+            assert!(
+                !(status == StatusCode::NOT_FOUND && answer["detail"] == NO_ROUTE_DETAIL),
+                "{method} {template} is documented but not routed"
+            );
+
+            // Documented as needing a bearer token: refused without one; documented as open: not refused.
+            let secured = operation["security"].as_array().is_some_and(|schemes| !schemes.is_empty());
+            let anonymous = probe(&server, method, &path, None).send().await.expect("sent").status();
+            assert_eq!(
+                anonymous == StatusCode::UNAUTHORIZED,
+                secured,
+                "{method} {template}: documented security {secured}, anonymous answer {anonymous}"
+            );
+        }
+    }
+    assert!(operations >= CONTRACT.len(), "{operations} operations documented");
+}
