@@ -178,11 +178,26 @@ impl From<PathRejection> for Problem {
     }
 }
 
-/// The field serde named in `message` ("unknown field `role`" → "role"), or "body".
+/// The field a JSON data error is about, or "body": the path serde reports ("name: invalid type: ..." →
+/// "name"; it ends with the field of an unknown field error), else the field an unknown or missing field
+/// error quotes ("missing field `password`" → "password").
 fn field_of(message: &str) -> String {
-    let quoted = message.split('`').nth(1).filter(|field| !field.is_empty() && !field.contains(' '));
-    let prefix = message.split(": ").next().filter(|path| !path.is_empty() && !path.contains(' ') && *path != ".");
-    quoted.or(prefix).unwrap_or("body").to_owned()
+    let message = message.split_once("target type: ").map_or(message, |(_, rest)| rest);
+    let (path, reason) = match message.split_once(": ") {
+        Some((path, reason)) if !path.is_empty() && !path.contains(' ') && path != "." => (Some(path), reason),
+        _ => (None, message),
+    };
+    let missing = reason.starts_with("missing field");
+    let quoted = (missing || reason.starts_with("unknown field"))
+        .then(|| reason.split('`').nth(1))
+        .flatten()
+        .filter(|field| !field.is_empty() && !field.contains(' '));
+    match (path, quoted) {
+        (Some(path), Some(field)) if missing => format!("{path}.{field}"),
+        (Some(path), _) => path.to_owned(),
+        (None, Some(field)) => field.to_owned(),
+        (None, None) => "body".to_owned(),
+    }
 }
 
 impl IntoResponse for Problem {
