@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -46,7 +47,31 @@ trait Call: Send {
     fn finish(self: Box<Self>, failed: Option<&sled::Error>) -> Finish;
 }
 
+/// Runs `body` in a savepoint of the round's transaction. Its own failure (a conflict, or even a panic) becomes
+/// its outcome and discards its writes; a failure of the transaction (a sled error, a conflict sled wants to
+/// retry) is returned, to end or re-run the round.
+fn in_savepoint<T>(views: &[TransactionalTree], body: impl FnOnce(&Tx<'_>) -> TxResult<T>) -> TxResult<StoreResult<T>> {
+    let tx = Tx::new(views);
+    // Unwind safety: a call's writes live in its savepoint until `merge`, which runs only after the body
+    // returned, so a panicking body leaves nothing half-written; the savepoint is dropped.
+    match catch_unwind(AssertUnwindSafe(|| body(&tx))) {
+        Ok(Ok(value)) => {
+            tx.merge()?;
+            Ok(Ok(value))
+        }
+        Ok(Err(ConflictableTransactionError::Abort(error))) => Ok(Err(error)),
+        Ok(Err(other)) => Err(other),
+        Err(_) => {
+            tracing::error!("a sled store write panicked; it is answered with an error and changed nothing");
+            Ok(Err(StoreError::backend(std::io::Error::other("the write panicked"))))
+        }
+    }
+}
+
 /// What a caller asked for: `body` runs in a savepoint of the round's transaction.
+///
+/// sled may run a transaction again, so the outcome is a slot each run overwrites: only the outcome of the run
+/// that committed is answered.
 struct Write<T, F> {
     body: F,
     outcome: RefCell<Option<StoreResult<T>>>,
@@ -59,16 +84,7 @@ where
     F: Fn(&Tx<'_>) -> TxResult<T> + Send,
 {
     fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        let tx = Tx::new(views);
-        let outcome = match (self.body)(&tx) {
-            Ok(value) => {
-                tx.merge()?;
-                Ok(value)
-            }
-            Err(ConflictableTransactionError::Abort(error)) => Err(error),
-            Err(other) => return Err(other),
-        };
-        *self.outcome.borrow_mut() = Some(outcome);
+        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| (self.body)(tx))?);
         Ok(())
     }
 
@@ -126,16 +142,7 @@ impl Claim {
 impl Claim {
     /// Like [`Call::apply`].
     fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        let tx = Tx::new(views);
-        let outcome = match self.claim(&tx) {
-            Ok(row) => {
-                tx.merge()?;
-                Ok(row)
-            }
-            Err(ConflictableTransactionError::Abort(error)) => Err(error),
-            Err(other) => return Err(other),
-        };
-        *self.outcome.borrow_mut() = Some(outcome);
+        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| self.claim(tx))?);
         Ok(())
     }
 
@@ -157,6 +164,16 @@ enum Request {
     Write(Box<dyn Call>),
     Claim(Box<Claim>),
     Alone(Alone),
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Write(_) => "Write",
+            Request::Claim(_) => "Claim",
+            Request::Alone(_) => "Alone",
+        })
+    }
 }
 
 /// Sends a call's outcome once its round's flush is done (a failed flush fails the calls that succeeded).
@@ -202,16 +219,6 @@ pub(crate) struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Request::Write(_) => "Write",
-            Request::Claim(_) => "Claim",
-            Request::Alone(_) => "Alone",
-        })
-    }
-}
-
 impl Writer {
     /// Starts the writer thread; with `flush_every_round`, each round is flushed before it is answered.
     pub(crate) fn start(db: Db, trees: Trees, flush_every_round: bool) -> StoreResult<Self> {
@@ -252,7 +259,14 @@ impl Writer {
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let alone: Alone = Box::new(move |trees| answer_after_flush(reply, work(trees)));
+        let alone: Alone = Box::new(move |trees| {
+            // A panic fails this call alone (its transaction, if it got that far, did not commit).
+            let outcome = catch_unwind(AssertUnwindSafe(|| work(trees))).unwrap_or_else(|_| {
+                tracing::error!("a sled store write panicked; it is answered with an error");
+                Err(StoreError::backend(std::io::Error::other("the write panicked")))
+            });
+            answer_after_flush(reply, outcome)
+        });
         self.send(Request::Alone(alone))?;
         answer.await.map_err(|_| closed())?
     }
@@ -374,5 +388,46 @@ fn write_loop(db: &Db, trees: &Trees, flush_every_round: bool, requests: &Receiv
         for finish in finishes {
             finish(flush_error.as_ref());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::engine::TreeId;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_call_fails_alone_and_the_writer_goes_on() {
+        let db = sled::Config::new().temporary(true).open().expect("opens");
+        let trees = Trees::open(&db).expect("trees");
+        let writer = Arc::new(Writer::start(db, trees.clone(), true).expect("starts"));
+        let mut calls = Vec::new();
+        for n in 0u8..24 {
+            let writer = writer.clone();
+            calls.push(tokio::spawn(async move {
+                writer
+                    .write(move |tx| {
+                        tx.tree(TreeId::Users).insert([n].as_slice(), [n].as_slice())?;
+                        match n % 3 {
+                            0 => Ok(n),
+                            1 => Err(abort(techhub_core::storage::Conflict::Duplicate)),
+                            _ => panic!("a bug in call {n}"),
+                        }
+                    })
+                    .await
+            }));
+        }
+        for (n, call) in calls.into_iter().enumerate() {
+            let outcome = call.await.expect("ran");
+            let stored = trees[TreeId::Users].get([n as u8]).expect("reads");
+            match n % 3 {
+                0 => assert_eq!((outcome.expect("succeeds"), stored.is_some()), (n as u8, true)),
+                1 => assert!(matches!(outcome, Err(StoreError::Conflict(_))) && stored.is_none()),
+                _ => assert!(matches!(outcome, Err(StoreError::Backend(_))) && stored.is_none()),
+            }
+        }
+        assert_eq!(writer.write(|_| Ok(7)).await.expect("still serving"), 7);
     }
 }
