@@ -51,6 +51,7 @@
 //! ```
 
 mod builds;
+mod claims;
 mod codec;
 mod engine;
 mod job_index;

@@ -21,9 +21,9 @@ pub enum FlushPolicy {
     #[default]
     EveryWrite,
     /// Writes are answered once committed in memory; sled's background thread writes and syncs them every
-    /// interval (at least 1 ms; sled also writes its buffers out as they fill). A crash of the process or a power loss may lose the writes acknowledged in the
-    /// last interval (a little more while a flush is running), never part of one. Faster: no write waits for
-    /// the disk.
+    /// interval (at least 1 ms; sled also writes its buffers out as they fill). A crash of the process or a
+    /// power loss may lose the writes acknowledged in the last interval (a little more while a flush is
+    /// running), never part of one. Faster: no write waits for the disk.
     Every(Duration),
 }
 
