@@ -34,11 +34,15 @@ pub struct SledOptions {
     pub flush: FlushPolicy,
     /// The most memory sled's page cache may use, in bytes (default 256 MiB).
     pub cache_capacity: u64,
+    /// How long opening waits for the directory's lock (default 2 s). A store of this process that was just
+    /// dropped releases it a moment later, once sled's IO threads have finished; a directory another process
+    /// holds fails with [`StoreError::Unavailable`](techhub_core::storage::StoreError::Unavailable) after this.
+    pub lock_wait: Duration,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
-        Self { flush: FlushPolicy::EveryWrite, cache_capacity: 256 * 1024 * 1024 }
+        Self { flush: FlushPolicy::EveryWrite, cache_capacity: 256 * 1024 * 1024, lock_wait: Duration::from_secs(2) }
     }
 }
 
