@@ -139,7 +139,8 @@ fn check_format(db: &Db) -> StoreResult<()> {
             let version = u32::from_be_bytes(stored);
             if version > FORMAT_VERSION {
                 return Err(StoreError::corrupt(std::io::Error::other(format!(
-                    "the database has layout version {version}, newer than this TechHub understands ({FORMAT_VERSION}); upgrade TechHub"
+                    "the database has layout version {version}, newer than this TechHub understands \
+                     ({FORMAT_VERSION}); upgrade TechHub"
                 ))));
             }
             Ok(())

@@ -22,6 +22,7 @@ use techhub_core::model::{
 use techhub_core::storage::{Conflict, JobStore, StoreResult};
 
 use crate::SledStore;
+use crate::claims::ClaimRequest;
 use crate::codec::corrupt;
 use crate::engine::{Sled, TreeId, Trees};
 use crate::job_index::{JobTx, NewJob, decode_counts};
@@ -30,7 +31,6 @@ use crate::paging::{page_of, trailing_id};
 use crate::queues::oldest_queued;
 use crate::rows::{decode_artifact, decode_job, encode_artifact};
 use crate::tx::{OrAbort, TxResult, abort, transaction};
-use crate::writer::ClaimRequest;
 
 /// How many jobs one rescue or pruning transaction handles.
 const BATCH: usize = 256;

@@ -51,6 +51,7 @@
 //! ```
 
 mod builds;
+mod claims;
 mod codec;
 mod engine;
 mod job_index;
@@ -67,6 +68,7 @@ mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 pub use options::{FlushPolicy, SledOptions};
@@ -94,16 +96,24 @@ impl SledStore {
 
     /// Opens (creating if needed) the database in the directory `path` with `options`.
     ///
-    /// A directory another process has open fails with [`StoreError::Unavailable`]; one written by a newer
-    /// layout of this crate with [`StoreError::Corrupt`].
+    /// A directory another process has open fails with [`StoreError::Unavailable`] (after
+    /// [`SledOptions::lock_wait`]); one written by a newer layout of this crate with [`StoreError::Corrupt`].
     pub fn open_with(path: impl AsRef<Path>, options: &SledOptions) -> StoreResult<Self> {
         let path = path.as_ref();
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_capacity)
-            .flush_every_ms(Some(options::background_flush_ms(options.flush)))
-            .open()
-            .sled()?;
+        let deadline = Instant::now() + options.lock_wait;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(options.cache_capacity)
+                .flush_every_ms(Some(options::background_flush_ms(options.flush)))
+                .open();
+            match opened {
+                Err(sled::Error::Io(error)) if is_lock_held(&error) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => break opened.sled()?,
+            }
+        };
         let trees = Trees::open(&db)?;
         let writer = Writer::start(db.clone(), trees.clone(), options.flush == FlushPolicy::EveryWrite)?;
         tracing::debug!(path = %path.display(), recovered = db.was_recovered(), "sled store opened");
@@ -118,6 +128,11 @@ impl SledStore {
         let writer = Writer::start(db.clone(), trees.clone(), false)?;
         Ok(Self { writer, trees, db, path: None, flush: None })
     }
+}
+
+/// Whether opening failed because the directory is locked (sled words it so; the OS error is inside the text).
+fn is_lock_held(error: &std::io::Error) -> bool {
+    error.to_string().starts_with("could not acquire lock")
 }
 
 impl std::fmt::Debug for SledStore {

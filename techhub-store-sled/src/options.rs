@@ -21,9 +21,9 @@ pub enum FlushPolicy {
     #[default]
     EveryWrite,
     /// Writes are answered once committed in memory; sled's background thread writes and syncs them every
-    /// interval (at least 1 ms; sled also writes its buffers out as they fill). A crash of the process or a power loss may lose the writes acknowledged in the
-    /// last interval (a little more while a flush is running), never part of one. Faster: no write waits for
-    /// the disk.
+    /// interval (at least 1 ms; sled also writes its buffers out as they fill). A crash of the process or a
+    /// power loss may lose the writes acknowledged in the last interval (a little more while a flush is
+    /// running), never part of one. Faster: no write waits for the disk.
     Every(Duration),
 }
 
@@ -34,11 +34,15 @@ pub struct SledOptions {
     pub flush: FlushPolicy,
     /// The most memory sled's page cache may use, in bytes (default 256 MiB).
     pub cache_capacity: u64,
+    /// How long opening waits for the directory's lock (default 2 s). A store of this process that was just
+    /// dropped releases it a moment later, once sled's IO threads have finished; a directory another process
+    /// holds fails with [`StoreError::Unavailable`](techhub_core::storage::StoreError::Unavailable) after this.
+    pub lock_wait: Duration,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
-        Self { flush: FlushPolicy::EveryWrite, cache_capacity: 256 * 1024 * 1024 }
+        Self { flush: FlushPolicy::EveryWrite, cache_capacity: 256 * 1024 * 1024, lock_wait: Duration::from_secs(2) }
     }
 }
 

@@ -8,33 +8,29 @@
 //! all. Calls that arrive meanwhile make the next round.
 //!
 //! Being the only thread that writes, the writer can read before a transaction and rely on what it read:
-//! claims pick their jobs from the ready index just before their round's transaction, and calls that must scan
-//! an index (revocations, rescues, pruning) scan and then write with nothing in between.
+//! claims pick their jobs from the ready index just before their round's transaction (see
+//! [`claims`](crate::claims)), and calls that must scan an index (revocations, rescues, pruning) scan and then
+//! write with nothing in between.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, Utc};
+use sled::Db;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
-use sled::{Db, IVec};
-use techhub_core::model::{JobId, JobState, WorkerId};
 use techhub_core::storage::{StoreError, StoreResult};
 use tokio::sync::oneshot;
 
-use crate::codec::corrupt;
+use crate::claims::{Claim, ClaimRequest, Claimed, choose};
 use crate::engine::{Trees, sled_error};
-use crate::job_index::JobTx;
-use crate::keys::QueueKeys;
-use crate::queues::{Head, head, promote_due};
-use crate::tx::{Tx, TxResult, abort};
+use crate::tx::{Tx, TxResult};
 
 /// The most calls one round takes.
 const MAX_ROUND: usize = 1_024;
 
 /// Answers a call once its round is durable; gets the flush's error, if the flush failed.
-type Finish = Box<dyn FnOnce(Option<&sled::Error>) + Send>;
+pub(crate) type Finish = Box<dyn FnOnce(Option<&sled::Error>) + Send>;
 
 /// A call that runs inside a round's transaction.
 trait Call: Send {
@@ -46,7 +42,34 @@ trait Call: Send {
     fn finish(self: Box<Self>, failed: Option<&sled::Error>) -> Finish;
 }
 
+/// Runs `body` in a savepoint of the round's transaction. Its own failure (a conflict, or even a panic) becomes
+/// its outcome and discards its writes; a failure of the transaction (a sled error, a conflict sled wants to
+/// retry) is returned, to end or re-run the round.
+pub(crate) fn in_savepoint<T>(
+    views: &[TransactionalTree],
+    body: impl FnOnce(&Tx<'_>) -> TxResult<T>,
+) -> TxResult<StoreResult<T>> {
+    let tx = Tx::new(views);
+    // Unwind safety: a call's writes live in its savepoint until `merge`, which runs only after the body
+    // returned, so a panicking body leaves nothing half-written; the savepoint is dropped.
+    match catch_unwind(AssertUnwindSafe(|| body(&tx))) {
+        Ok(Ok(value)) => {
+            tx.merge()?;
+            Ok(Ok(value))
+        }
+        Ok(Err(ConflictableTransactionError::Abort(error))) => Ok(Err(error)),
+        Ok(Err(other)) => Err(other),
+        Err(_) => {
+            tracing::error!("a sled store write panicked; it is answered with an error and changed nothing");
+            Ok(Err(StoreError::backend(std::io::Error::other("the write panicked"))))
+        }
+    }
+}
+
 /// What a caller asked for: `body` runs in a savepoint of the round's transaction.
+///
+/// sled may run a transaction again, so the outcome is a slot each run overwrites: only the outcome of the run
+/// that committed is answered.
 struct Write<T, F> {
     body: F,
     outcome: RefCell<Option<StoreResult<T>>>,
@@ -59,89 +82,12 @@ where
     F: Fn(&Tx<'_>) -> TxResult<T> + Send,
 {
     fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        let tx = Tx::new(views);
-        let outcome = match (self.body)(&tx) {
-            Ok(value) => {
-                tx.merge()?;
-                Ok(value)
-            }
-            Err(ConflictableTransactionError::Abort(error)) => Err(error),
-            Err(other) => return Err(other),
-        };
-        *self.outcome.borrow_mut() = Some(outcome);
+        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| (self.body)(tx))?);
         Ok(())
     }
 
     fn finish(self: Box<Self>, failed: Option<&sled::Error>) -> Finish {
         let Write { outcome, reply, .. } = *self;
-        let outcome = match failed {
-            Some(error) => Err(sled_error(error.clone())),
-            None => outcome.into_inner().unwrap_or_else(|| Err(not_run())),
-        };
-        answer_after_flush(reply, outcome)
-    }
-}
-
-/// A claim: the writer picks its job before the round's transaction, which then moves it to running.
-pub(crate) struct ClaimRequest {
-    pub(crate) queues: Vec<QueueKeys>,
-    pub(crate) worker: WorkerId,
-    pub(crate) now: DateTime<Utc>,
-    pub(crate) lease_until: DateTime<Utc>,
-}
-
-/// What a claim answers: the claimed job's id and new row, or `None` if nothing is due.
-type Claimed = Option<(JobId, IVec)>;
-
-struct Claim {
-    request: ClaimRequest,
-    choice: Option<Head>,
-    outcome: RefCell<Option<StoreResult<Claimed>>>,
-    reply: oneshot::Sender<StoreResult<Claimed>>,
-}
-
-impl Claim {
-    /// Moves the chosen job to running; answers its id and new row.
-    fn claim(&self, tx: &Tx<'_>) -> TxResult<Claimed> {
-        let Some(head) = &self.choice else { return Ok(None) };
-        let jobs = JobTx::new(tx);
-        // The writer chose this key from the index just before the transaction, and nothing else writes.
-        if !jobs.is_ready(&head.key)? {
-            return Err(abort(corrupt("a chosen ready job left the index")));
-        }
-        let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
-        if loaded.job.state != JobState::Queued {
-            return Err(abort(corrupt("a ready job is not queued")));
-        }
-        let mut job = loaded.job.clone();
-        job.state = JobState::Running;
-        job.attempt += 1;
-        job.started_at = Some(self.request.now);
-        job.lease_holder = Some(self.request.worker.clone());
-        job.lease_until = Some(self.request.lease_until);
-        jobs.transition(&loaded, &job, self.request.now).map(|row| Some((job.id, row)))
-    }
-}
-
-impl Claim {
-    /// Like [`Call::apply`].
-    fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        let tx = Tx::new(views);
-        let outcome = match self.claim(&tx) {
-            Ok(row) => {
-                tx.merge()?;
-                Ok(row)
-            }
-            Err(ConflictableTransactionError::Abort(error)) => Err(error),
-            Err(other) => return Err(other),
-        };
-        *self.outcome.borrow_mut() = Some(outcome);
-        Ok(())
-    }
-
-    /// Like [`Call::finish`].
-    fn finish(self, failed: Option<&sled::Error>) -> Finish {
-        let Claim { outcome, reply, .. } = self;
         let outcome = match failed {
             Some(error) => Err(sled_error(error.clone())),
             None => outcome.into_inner().unwrap_or_else(|| Err(not_run())),
@@ -159,8 +105,21 @@ enum Request {
     Alone(Alone),
 }
 
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Write(_) => "Write",
+            Request::Claim(_) => "Claim",
+            Request::Alone(_) => "Alone",
+        })
+    }
+}
+
 /// Sends a call's outcome once its round's flush is done (a failed flush fails the calls that succeeded).
-fn answer_after_flush<T: Send + 'static>(reply: oneshot::Sender<StoreResult<T>>, outcome: StoreResult<T>) -> Finish {
+pub(crate) fn answer_after_flush<T: Send + 'static>(
+    reply: oneshot::Sender<StoreResult<T>>,
+    outcome: StoreResult<T>,
+) -> Finish {
     Box::new(move |flush_error| {
         let outcome = match (outcome, flush_error) {
             (Ok(_), Some(error)) => Err(StoreError::unavailable(FlushFailed(error.clone()))),
@@ -171,7 +130,7 @@ fn answer_after_flush<T: Send + 'static>(reply: oneshot::Sender<StoreResult<T>>,
     })
 }
 
-fn not_run() -> StoreError {
+pub(crate) fn not_run() -> StoreError {
     StoreError::backend(std::io::Error::other("the writer did not run the call"))
 }
 
@@ -202,16 +161,6 @@ pub(crate) struct Writer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Request::Write(_) => "Write",
-            Request::Claim(_) => "Claim",
-            Request::Alone(_) => "Alone",
-        })
-    }
-}
-
 impl Writer {
     /// Starts the writer thread; with `flush_every_round`, each round is flushed before it is answered.
     pub(crate) fn start(db: Db, trees: Trees, flush_every_round: bool) -> StoreResult<Self> {
@@ -240,8 +189,7 @@ impl Writer {
     /// Claims in the next round: answers the claimed job's new row, or `None` if nothing is due.
     pub(crate) async fn claim(&self, request: ClaimRequest) -> StoreResult<Claimed> {
         let (reply, answer) = oneshot::channel();
-        let claim = Claim { request, choice: None, outcome: RefCell::new(None), reply };
-        self.send(Request::Claim(Box::new(claim)))?;
+        self.send(Request::Claim(Box::new(Claim::new(request, reply))))?;
         answer.await.map_err(|_| closed())?
     }
 
@@ -252,7 +200,14 @@ impl Writer {
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let alone: Alone = Box::new(move |trees| answer_after_flush(reply, work(trees)));
+        let alone: Alone = Box::new(move |trees| {
+            // A panic fails this call alone (its transaction, if it got that far, did not commit).
+            let outcome = catch_unwind(AssertUnwindSafe(|| work(trees))).unwrap_or_else(|_| {
+                tracing::error!("a sled store write panicked; it is answered with an error");
+                Err(StoreError::backend(std::io::Error::other("the write panicked")))
+            });
+            answer_after_flush(reply, outcome)
+        });
         self.send(Request::Alone(alone))?;
         answer.await.map_err(|_| closed())?
     }
@@ -294,11 +249,7 @@ impl Round {
         let writes = std::mem::take(&mut self.writes);
         if let Err(error) = choose(trees, &mut claims) {
             let message = error.to_string();
-            for claim in claims.drain(..) {
-                let Claim { reply, .. } = claim;
-                let error = StoreError::backend(std::io::Error::other(message.clone()));
-                finishes.push(answer_after_flush(reply, Err(error)));
-            }
+            finishes.extend(claims.drain(..).map(|claim| claim.fail(&message)));
         }
         let result = trees.all().transaction(|views: &Vec<TransactionalTree>| {
             for claim in &claims {
@@ -321,29 +272,6 @@ impl Round {
         finishes.extend(claims.into_iter().map(|claim| claim.finish(failed.as_ref())));
         finishes.extend(writes.into_iter().map(|write| write.finish(failed.as_ref())));
     }
-}
-
-/// Picks each claim's job: promotes its queues' due delayed jobs, then takes the first due job in claim order
-/// across its queues that no earlier claim of the round took.
-fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
-    let mut taken = HashSet::new();
-    for claim in claims {
-        let request = &claim.request;
-        let mut best: Option<Head> = None;
-        for keys in &request.queues {
-            promote_due(trees, keys, request.now)?;
-            if let Some(head) = head(trees, keys, request.now, &taken)?
-                && best.as_ref().is_none_or(|best| head.entry < best.entry)
-            {
-                best = Some(head);
-            }
-        }
-        if let Some(head) = &best {
-            taken.insert(head.key.clone());
-        }
-        claim.choice = best;
-    }
-    Ok(())
 }
 
 /// Takes every call waiting, runs them in rounds, flushes, answers; until the store is dropped.
@@ -374,5 +302,47 @@ fn write_loop(db: &Db, trees: &Trees, flush_every_round: bool, requests: &Receiv
         for finish in finishes {
             finish(flush_error.as_ref());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::engine::TreeId;
+    use crate::tx::abort;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_call_fails_alone_and_the_writer_goes_on() {
+        let db = sled::Config::new().temporary(true).open().expect("opens");
+        let trees = Trees::open(&db).expect("trees");
+        let writer = Arc::new(Writer::start(db, trees.clone(), true).expect("starts"));
+        let mut calls = Vec::new();
+        for n in 0u8..24 {
+            let writer = writer.clone();
+            calls.push(tokio::spawn(async move {
+                writer
+                    .write(move |tx| {
+                        tx.tree(TreeId::Users).insert([n].as_slice(), [n].as_slice())?;
+                        match n % 3 {
+                            0 => Ok(n),
+                            1 => Err(abort(techhub_core::storage::Conflict::Duplicate)),
+                            _ => panic!("a bug in call {n}"),
+                        }
+                    })
+                    .await
+            }));
+        }
+        for (n, call) in calls.into_iter().enumerate() {
+            let outcome = call.await.expect("ran");
+            let stored = trees[TreeId::Users].get([n as u8]).expect("reads");
+            match n % 3 {
+                0 => assert_eq!((outcome.expect("succeeds"), stored.is_some()), (n as u8, true)),
+                1 => assert!(matches!(outcome, Err(StoreError::Conflict(_))) && stored.is_none()),
+                _ => assert!(matches!(outcome, Err(StoreError::Backend(_))) && stored.is_none()),
+            }
+        }
+        assert_eq!(writer.write(|_| Ok(7)).await.expect("still serving"), 7);
     }
 }

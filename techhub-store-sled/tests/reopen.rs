@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use techhub_core::model::{Email, Job, JobState, NewJob, Role, User, WorkerId};
-use techhub_core::storage::{JobStore, UserStore};
+use techhub_core::storage::{JobStore, StoreError, UserStore};
 use techhub_store_sled::{FlushPolicy, SledOptions, SledStore};
 
 fn t0() -> DateTime<Utc> {
@@ -57,4 +57,14 @@ async fn background_flushing_keeps_writes_across_a_clean_reopen() {
     }
     let store = SledStore::open_with(&path, &options).expect("opens again");
     assert_eq!(store.get_job(job.id).await.expect("reads"), Some(job));
+}
+
+#[test]
+fn a_directory_in_use_is_unavailable_after_the_lock_wait() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    let _open = SledStore::open(&path).expect("opens");
+    let options = SledOptions { lock_wait: Duration::from_millis(50), ..SledOptions::default() };
+    let second = SledStore::open_with(&path, &options);
+    assert!(matches!(second, Err(StoreError::Unavailable(_))), "{second:?}");
 }

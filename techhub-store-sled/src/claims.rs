@@ -1,0 +1,111 @@
+//! Claims on the writer. Just before a round's transaction, the writer picks each claim's job: it promotes the
+//! named queues' due delayed jobs, then takes the first due job in claim order across the queues that no
+//! earlier claim of the round took. The transaction then runs the claims first, so what they picked is exactly
+//! the state they run on (the writer is the only thread that writes).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sled::IVec;
+use sled::transaction::TransactionalTree;
+use techhub_core::model::{JobId, JobState, WorkerId};
+use techhub_core::storage::{StoreError, StoreResult};
+use tokio::sync::oneshot;
+
+use crate::codec::corrupt;
+use crate::engine::{Trees, sled_error};
+use crate::job_index::JobTx;
+use crate::keys::QueueKeys;
+use crate::queues::{Head, head, promote_due};
+use crate::tx::{Tx, TxResult, abort};
+use crate::writer::{Finish, answer_after_flush, in_savepoint, not_run};
+
+/// A claim: the writer picks its job before the round's transaction, which then moves it to running.
+pub(crate) struct ClaimRequest {
+    pub(crate) queues: Vec<QueueKeys>,
+    pub(crate) worker: WorkerId,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) lease_until: DateTime<Utc>,
+}
+
+/// What a claim answers: the claimed job's id and new row, or `None` if nothing is due.
+pub(crate) type Claimed = Option<(JobId, IVec)>;
+
+/// A claim waiting in a round.
+pub(crate) struct Claim {
+    request: ClaimRequest,
+    choice: Option<Head>,
+    outcome: RefCell<Option<StoreResult<Claimed>>>,
+    reply: oneshot::Sender<StoreResult<Claimed>>,
+}
+
+impl Claim {
+    pub(crate) fn new(request: ClaimRequest, reply: oneshot::Sender<StoreResult<Claimed>>) -> Self {
+        Self { request, choice: None, outcome: RefCell::new(None), reply }
+    }
+
+    /// Moves the chosen job to running; answers its id and new row.
+    fn claim(&self, tx: &Tx<'_>) -> TxResult<Claimed> {
+        let Some(head) = &self.choice else { return Ok(None) };
+        let jobs = JobTx::new(tx);
+        // The writer chose this key from the index just before the transaction, and nothing else writes.
+        if !jobs.is_ready(&head.key)? {
+            return Err(abort(corrupt("a chosen ready job left the index")));
+        }
+        let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
+        if loaded.job.state != JobState::Queued {
+            return Err(abort(corrupt("a ready job is not queued")));
+        }
+        let mut job = loaded.job.clone();
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.started_at = Some(self.request.now);
+        job.lease_holder = Some(self.request.worker.clone());
+        job.lease_until = Some(self.request.lease_until);
+        jobs.transition(&loaded, &job, self.request.now).map(|row| Some((job.id, row)))
+    }
+
+    /// Runs the claim in its own savepoint of the round's transaction (see `writer::Call::apply`).
+    pub(crate) fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
+        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| self.claim(tx))?);
+        Ok(())
+    }
+
+    /// The answer to give once the round is flushed; `failed` if the round's transaction failed.
+    pub(crate) fn finish(self, failed: Option<&sled::Error>) -> Finish {
+        let Claim { outcome, reply, .. } = self;
+        let outcome = match failed {
+            Some(error) => Err(sled_error(error.clone())),
+            None => outcome.into_inner().unwrap_or_else(|| Err(not_run())),
+        };
+        answer_after_flush(reply, outcome)
+    }
+
+    /// The answer when the round could not pick jobs (a read failed).
+    pub(crate) fn fail(self, why: &str) -> Finish {
+        answer_after_flush(self.reply, Err(StoreError::backend(std::io::Error::other(why.to_owned()))))
+    }
+}
+
+/// Picks each claim's job (see the module docs).
+pub(crate) fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
+    let mut taken = HashSet::new();
+    for claim in claims {
+        let request = &claim.request;
+        let mut best: Option<Head> = None;
+        for keys in &request.queues {
+            promote_due(trees, keys, request.now)?;
+            if let Some(head) = head(trees, keys, request.now, &taken)?
+                && best.as_ref().is_none_or(|best| head.entry < best.entry)
+            {
+                best = Some(head);
+            }
+        }
+        if let Some(head) = &best {
+            taken.insert(head.key.clone());
+        }
+        claim.choice = best;
+    }
+    Ok(())
+}
