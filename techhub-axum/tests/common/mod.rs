@@ -121,7 +121,8 @@ pub(crate) async fn start_with(options: Options) -> Server {
             handler_fn(|ctx| async move {
                 ctx.progress(10, "waiting to be cancelled");
                 ctx.cancelled().await;
-                Ok(json!({ "stopped": true }))
+                // A handler that returned Ok here would have its job recorded as succeeded.
+                Err(JobError::permanent("cancelled"))
             }),
         )
         .handler_with(
@@ -223,19 +224,17 @@ impl Server {
     /// Polls `GET /api/v1/jobs/{id}` until `done` holds for the job.
     pub(crate) async fn wait_job(&self, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/api/v1/jobs/{id}");
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let response = self.get(&path, Some(token)).await;
-                assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-                let job = body(response).await;
-                if done(&job) {
-                    return job;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let response = self.get(&path, Some(token)).await;
+            assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+            let job = body(response).await;
+            if done(&job) {
+                return job;
             }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("job {id} never reached the awaited state"))
+            assert!(tokio::time::Instant::now() < deadline, "job {id} never reached the awaited state: {job}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits for a job to reach `state`.
