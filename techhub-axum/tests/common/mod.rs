@@ -121,7 +121,9 @@ pub(crate) async fn start_with(options: Options) -> Server {
             handler_fn(|ctx| async move {
                 ctx.progress(10, "waiting to be cancelled");
                 ctx.cancelled().await;
-                // A handler that returned Ok here would have its job recorded as succeeded.
+                // Give the runtime a moment to see the cancel itself: a handler that stops at once races the
+                // runtime, and its job may then be recorded as failed (or, returning Ok, as succeeded).
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 Err(JobError::permanent("cancelled"))
             }),
         )
