@@ -242,3 +242,64 @@ async fn every_documented_operation_is_served_and_its_security_is_true() {
     }
     assert!(operations >= CONTRACT.len(), "{operations} operations documented");
 }
+
+/// Sends `head` (and no more) over a raw connection and reads the response until the server closes or
+/// `PATIENCE` runs out: its status and text.
+async fn raw_exchange(server: &common::Server, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(common::PATIENCE, async {
+        loop {
+            let n = stream.read(&mut buffer).await.expect("reads");
+            received.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&received);
+            let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                head.lines()
+                    .find_map(|line| {
+                        line.to_ascii_lowercase().strip_prefix("content-length:").map(str::trim).map(String::from)
+                    })
+                    .and_then(|length| length.parse::<usize>().ok())
+                    .is_some_and(|length| body.len() >= length)
+            });
+            if n == 0 || complete {
+                return text.into_owned();
+            }
+        }
+    })
+    .await
+    .expect("an answer in time");
+    let status = read.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    (status, read)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_stalls_gets_408_but_an_open_socket_lives_on() {
+    let http =
+        techhub_axum::HttpConfig { request_timeout: std::time::Duration::from_millis(300), ..Default::default() };
+    let server = common::start_with(common::Options { http, workers: false, ..Default::default() }).await;
+    let mut socket = server.events(&server.admin.access).await;
+
+    // A body announced but never sent.
+    let head = "POST /api/v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                Content-Length: 64\r\n\r\n{\"email\":";
+    let (status, text) = raw_exchange(&server, head).await;
+    assert_eq!(status, 408, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/problem+json"), "{text}");
+    assert!(lower.contains("x-content-type-options: nosniff") && lower.contains("x-request-id:"), "{text}");
+    assert!(text.contains(r#""status":408"#), "{text}");
+
+    // The socket outlives the request timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let job = server
+        .hub
+        .jobs()
+        .enqueue(&techhub_core::Actor::System, techhub_core::model::NewJob::new(common::ECHO, json!({})))
+        .await
+        .expect("enqueued");
+    let event = common::next_json(&mut socket).await;
+    assert_eq!(event["data"]["job_id"], job.id.to_string());
+}
