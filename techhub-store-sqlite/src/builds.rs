@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{Build, BuildFilter, BuildId, BuildStatus, Job, LogLine, NewLogLine, Page, PageRequest};
 use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult};
 
+use crate::CachedStatements;
 use crate::rows::to_json;
 use crate::{Sql, SqliteStore, jobs, rows, start_after};
 
@@ -14,7 +15,7 @@ fn status_word(status: BuildStatus) -> StoreResult<String> {
 
 fn load(connection: &Connection, id: BuildId) -> StoreResult<Option<Build>> {
     connection
-        .query_row("SELECT record FROM builds WHERE id = ?1", [id.as_bytes()], |row| rows::from_json(row, 0))
+        .cached_row("SELECT record FROM builds WHERE id = ?1", [id.as_bytes()], |row| rows::from_json(row, 0))
         .optional()
         .sql()
 }
@@ -31,7 +32,7 @@ impl BuildStore for SqliteStore {
                     }
                     build.version = 1;
                     connection
-                        .execute(
+                        .cached_execute(
                             "INSERT INTO builds (id, project, status, created_by, version, record) VALUES (?1, ?2, ?3, ?4, 1, ?5)",
                             params![
                                 build.id.as_bytes(),
@@ -64,7 +65,7 @@ impl BuildStore for SqliteStore {
                 build.version = expected_version + 1;
                 build.created_at = stored.created_at;
                 connection
-                    .execute(
+                    .cached_execute(
                         "UPDATE builds SET project = ?2, status = ?3, created_by = ?4, version = ?5, record = ?6 WHERE id = ?1",
                         params![
                             build.id.as_bytes(),
@@ -120,7 +121,7 @@ impl BuildStore for SqliteStore {
                     return Err(StoreError::NotFound);
                 }
                 let mut next: u64 = connection
-                    .query_row(
+                    .cached_row(
                         "SELECT COALESCE(MAX(seq) + 1, 0) FROM build_logs WHERE build_id = ?1",
                         [id.as_bytes()],
                         |row| row.get::<_, i64>(0),

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 use techhub_core::storage::{StoreError, StoreResult};
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::CachedStatements;
 use crate::schema;
 
 /// A write's outcome, delivered once the batch it was part of committed (or failed to).
@@ -75,6 +76,7 @@ pub(crate) fn sql_error(error: rusqlite::Error) -> StoreError {
 
 fn configure(connection: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
     connection.busy_timeout(options.busy_timeout)?;
+    connection.set_prepared_statement_cache_capacity(128);
     connection.pragma_update(None, "foreign_keys", "ON")?;
     let synchronous = match options.durability {
         Durability::Normal => "NORMAL",
@@ -188,7 +190,7 @@ fn spawn_checkpointer(path: &Path, options: &SqliteOptions) -> StoreResult<SyncS
         .name("techhub-sqlite-checkpoint".to_owned())
         .spawn(move || {
             while nudged.recv().is_ok() {
-                if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                if let Err(error) = connection.cached_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::debug!(error = %error, "a passive checkpoint did not run");
                 }
             }

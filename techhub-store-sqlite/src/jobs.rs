@@ -16,6 +16,7 @@ use techhub_core::model::{
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult};
 
+use crate::CachedStatements;
 use crate::rows::{JOB_COLUMNS, micros, to_json};
 use crate::{Sql, SqliteStore, rows, start_after};
 
@@ -338,7 +339,7 @@ impl JobStore for SqliteStore {
             job.artifact = artifact.as_ref().map(Artifact::info);
             if let Some(artifact) = artifact {
                 connection
-                    .execute(
+                    .cached_execute(
                         "INSERT OR REPLACE INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES (?1, ?2, ?3, ?4)",
                         params![job.id.as_bytes(), artifact.content_type, artifact.file_name, artifact.bytes],
                     )
@@ -481,7 +482,7 @@ impl JobStore for SqliteStore {
         self.engine
             .read(move |connection| {
                 connection
-                    .query_row(
+                    .cached_row(
                         "SELECT content_type, file_name, bytes FROM job_artifacts WHERE job_id = ?1",
                         [id.as_bytes()],
                         |row| Ok(Artifact { content_type: row.get(0)?, file_name: row.get(1)?, bytes: row.get(2)? }),

@@ -7,6 +7,7 @@ use techhub_core::model::{
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult};
 
+use crate::CachedStatements;
 use crate::rows::to_json;
 use crate::{Sql, SqliteStore, rows, start_after};
 
@@ -16,7 +17,7 @@ fn word<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 
 fn load(connection: &Connection, id: NotificationId) -> StoreResult<Option<Notification>> {
     connection
-        .query_row("SELECT record FROM notifications WHERE id = ?1", [id.as_bytes()], |row| rows::from_json(row, 0))
+        .cached_row("SELECT record FROM notifications WHERE id = ?1", [id.as_bytes()], |row| rows::from_json(row, 0))
         .optional()
         .sql()
 }
@@ -28,7 +29,7 @@ fn write_row(connection: &Connection, notification: &Notification, insert: bool)
         "UPDATE notifications SET channel = ?2, status = ?3, version = ?4, record = ?5 WHERE id = ?1"
     };
     connection
-        .execute(
+        .cached_execute(
             sql,
             params![
                 notification.id.as_bytes(),

@@ -6,12 +6,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
 use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore};
 
+use crate::CachedStatements;
 use crate::rows::{TOKEN_COLUMNS, micros};
 use crate::{Sql, SqliteStore, rows};
 
 fn load(connection: &Connection, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
     connection
-        .query_row(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"), [hash.as_bytes()], rows::token)
+        .cached_row(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"), [hash.as_bytes()], rows::token)
         .optional()
         .sql()
 }
@@ -21,7 +22,7 @@ fn insert(connection: &Connection, record: &TokenRecord) -> StoreResult<()> {
         return Err(Conflict::Duplicate.into());
     }
     connection
-        .execute(
+        .cached_execute(
             &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
             params![
                 record.hash.as_bytes(),
@@ -36,6 +37,17 @@ fn insert(connection: &Connection, record: &TokenRecord) -> StoreResult<()> {
         )
         .sql()?;
     Ok(())
+}
+
+/// Whether the session `family` has a live (unconsumed, unexpired) token at `now`.
+pub(crate) fn family_is_live(connection: &Connection, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool> {
+    connection
+        .cached_row(
+            "SELECT EXISTS(SELECT 1 FROM tokens WHERE family = ?1 AND consumed_at IS NULL AND expires_at > ?2)",
+            params![family.as_bytes(), micros(now)],
+            |row| row.get(0),
+        )
+        .sql()
 }
 
 #[async_trait]
@@ -68,7 +80,7 @@ impl TokenStore for SqliteStore {
                     return Ok(Some(Consumed::Replayed(record)));
                 }
                 connection
-                    .execute(
+                    .cached_execute(
                         "UPDATE tokens SET consumed_at = ?2 WHERE hash = ?1",
                         params![hash.as_bytes(), micros(now)],
                     )
@@ -87,10 +99,10 @@ impl TokenStore for SqliteStore {
             .write(move |connection| {
                 let deleted = match selector {
                     TokenSelector::Family(family) => {
-                        connection.execute("DELETE FROM tokens WHERE family = ?1", [family.as_bytes()]).sql()?
+                        connection.cached_execute("DELETE FROM tokens WHERE family = ?1", [family.as_bytes()]).sql()?
                     }
                     TokenSelector::User { user_id, kind, except_family } => connection
-                        .execute(
+                        .cached_execute(
                             "DELETE FROM tokens WHERE user_id = ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR family <> ?3)",
                             params![user_id.as_bytes(), kind.map(TokenKind::as_str), except_family.map(|family| family.as_bytes().to_vec())],
                         )
@@ -121,23 +133,13 @@ impl TokenStore for SqliteStore {
     }
 
     async fn family_is_live(&self, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool> {
-        self.engine
-            .read(move |connection| {
-                connection
-                    .prepare_cached(
-                        "SELECT EXISTS(SELECT 1 FROM tokens WHERE family = ?1 AND consumed_at IS NULL AND expires_at > ?2)",
-                    )
-                    .sql()?
-                    .query_row(params![family.as_bytes(), micros(now)], |row| row.get(0))
-                    .sql()
-            })
-            .await
+        self.engine.read(move |connection| family_is_live(connection, family, now)).await
     }
 
     async fn prune_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         self.engine
             .write(move |connection| {
-                Ok(connection.execute("DELETE FROM tokens WHERE expires_at <= ?1", [micros(now)]).sql()? as u64)
+                Ok(connection.cached_execute("DELETE FROM tokens WHERE expires_at <= ?1", [micros(now)]).sql()? as u64)
             })
             .await
     }

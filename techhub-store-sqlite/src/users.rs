@@ -6,18 +6,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
 use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore};
 
+use crate::CachedStatements;
 use crate::rows::{USER_COLUMNS, micros};
 use crate::{Sql, SqliteStore, jobs, like_pattern, rows, start_after};
 
 pub(crate) fn load_user(connection: &Connection, id: UserId) -> StoreResult<Option<User>> {
     connection
-        .query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id.as_bytes()], rows::user)
+        .cached_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [id.as_bytes()], rows::user)
         .optional()
         .sql()
 }
 
 fn active_admins(connection: &Connection) -> StoreResult<i64> {
-    connection.query_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", [], |row| row.get(0)).sql()
+    connection.cached_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", [], |row| row.get(0)).sql()
 }
 
 fn is_active_admin(user: &User) -> bool {
@@ -26,7 +27,7 @@ fn is_active_admin(user: &User) -> bool {
 
 fn email_taken(connection: &Connection, email: &Email, other_than: UserId) -> StoreResult<bool> {
     connection
-        .query_row(
+        .cached_row(
             "SELECT EXISTS(SELECT 1 FROM users WHERE email = ?1 AND id <> ?2)",
             params![email.as_str(), other_than.as_bytes()],
             |row| row.get(0),
@@ -47,7 +48,7 @@ impl UserStore for SqliteStore {
                 }
                 user.version = 1;
                 connection
-                    .execute(
+                    .cached_execute(
                         &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                         params![
                             user.id.as_bytes(),
@@ -80,7 +81,7 @@ impl UserStore for SqliteStore {
         self.engine
             .read(move |connection| {
                 connection
-                    .query_row(
+                    .cached_row(
                         &format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"),
                         [email.as_str()],
                         rows::user,
@@ -109,7 +110,7 @@ impl UserStore for SqliteStore {
                 user.failed_logins = stored.failed_logins;
                 user.last_failed_login_at = stored.last_failed_login_at;
                 connection
-                    .execute(
+                    .cached_execute(
                         "UPDATE users SET email = ?2, name = ?3, role = ?4, active = ?5, email_verified = ?6, version = ?7, \
                          updated_at = ?8, password_hash = ?9 WHERE id = ?1",
                         params![
@@ -141,8 +142,8 @@ impl UserStore for SqliteStore {
                 if is_active_admin(&stored) && active_admins(connection)? == 1 {
                     return Err(Conflict::LastActiveAdmin.into());
                 }
-                connection.execute("DELETE FROM tokens WHERE user_id = ?1", [id.as_bytes()]).sql()?;
-                connection.execute("DELETE FROM users WHERE id = ?1", [id.as_bytes()]).sql()?;
+                connection.cached_execute("DELETE FROM tokens WHERE user_id = ?1", [id.as_bytes()]).sql()?;
+                connection.cached_execute("DELETE FROM users WHERE id = ?1", [id.as_bytes()]).sql()?;
                 Ok(())
             })
             .await
@@ -152,7 +153,7 @@ impl UserStore for SqliteStore {
         self.engine
             .write(move |connection| {
                 connection
-                    .query_row(
+                    .cached_row(
                         "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2 WHERE id = ?1 \
                          RETURNING failed_logins",
                         params![id.as_bytes(), micros(now)],
@@ -169,7 +170,7 @@ impl UserStore for SqliteStore {
         self.engine
             .write(move |connection| {
                 let changed = connection
-                    .execute(
+                    .cached_execute(
                         "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL WHERE id = ?1",
                         [id.as_bytes()],
                     )

@@ -245,10 +245,7 @@ impl AuthService {
         let hub = &self.hub;
         let now = hub.now();
         let claims = hub.access_tokens().verify(access_token, now)?;
-        if !hub.storage().family_is_live(claims.sid, now).await? {
-            return Err(invalid_token());
-        }
-        match hub.storage().get_user(claims.sub).await? {
+        match hub.storage().session_user(claims.sid, claims.sub, now).await? {
             Some(user) if user.active => {
                 Ok(Session { actor: Actor::user(user.id, user.role), user, session_id: claims.sid })
             }

@@ -317,6 +317,23 @@ pub trait Storage:
 
     /// Checks that the backend answers (a cheap read). Fails with [`StoreError::Unavailable`] if not.
     async fn health(&self) -> StoreResult<()>;
+
+    /// The user `user_id` if the session (token family) `family` is live at `now` — what authenticating a
+    /// request reads — else `None` (the session ended, or the user is gone).
+    ///
+    /// The default asks [`TokenStore::family_is_live`], then [`UserStore::get_user`]; a store whose reads
+    /// have a fixed cost per call (a hop to a blocking thread) answers both in one.
+    async fn session_user(
+        &self,
+        family: TokenFamilyId,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        if !self.family_is_live(family, now).await? {
+            return Ok(None);
+        }
+        self.get_user(user_id).await
+    }
 }
 
 /// A shared, type-erased store: what services hold.

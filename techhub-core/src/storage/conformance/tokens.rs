@@ -197,3 +197,19 @@ pub async fn tokens_get_token_reads_without_consuming(store: DynStorage) {
     assert_eq!(rotated.family_created_at, at(-100));
     assert_eq!(store.get_token(&TokenHash::of("unknown")).await.expect("get works"), None);
 }
+
+/// A session's user is read only while the session lives: what authenticating a request relies on.
+pub async fn tokens_session_user_needs_a_live_session(store: DynStorage) {
+    let user_id = owner(&store, "session@example.com").await;
+    let family = TokenFamilyId::new();
+    let mut token = record("session", TokenKind::Refresh, user_id, family);
+    token.expires_at = at(60);
+    store.insert_token(token).await.expect("insert");
+
+    let user = store.session_user(family, user_id, at(1)).await.expect("works").expect("a live session's user");
+    assert_eq!(user.id, user_id);
+    assert!(store.session_user(family, user_id, at(60)).await.expect("works").is_none(), "an expired session");
+    assert!(store.session_user(TokenFamilyId::new(), user_id, at(1)).await.expect("works").is_none(), "unknown");
+    store.revoke_tokens(TokenSelector::Family(family)).await.expect("revoke");
+    assert!(store.session_user(family, user_id, at(1)).await.expect("works").is_none(), "a revoked session");
+}
