@@ -106,9 +106,10 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
     doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(bearer));
 
     let no_store = SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The limiter sits inside `no_store`, so its 429s are not cached either.
     let auth = routes::auth::routes()
-        .layer(no_store)
-        .route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit::limit_by_address));
+        .route_layer(middleware::from_fn_with_state(auth_limiter, rate_limit::limit_by_address))
+        .layer(no_store);
     // A route layer sits inside the router-wide 1 MiB limit, so this one wins for the import route.
     let import = routes::users::import_route().layer(DefaultBodyLimit::max(config.import_body_limit));
     let rest = routes::users::routes()

@@ -581,3 +581,56 @@ async fn retention_prunes_finished_jobs_after_their_windows() {
     assert!(!exists(failed.id).await, "kept past 7 days");
     workers.shutdown().await;
 }
+
+/// A handler that returns the moment it sees a local cancel may finish before the runtime notices the cancel
+/// itself: the attempt must still end `cancelled`, never `failed`. Real threads and time, many rounds, since
+/// this is about which of two ready things the runtime looks at first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stopping_at_once_on_cancel_ends_cancelled() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let hub = TechHub::builder()
+        .shared_storage(store.clone())
+        .handler(
+            "quick-to-stop",
+            handler_fn(|ctx: JobContext| async move {
+                ctx.cancelled().await;
+                Err(JobError::retry("stopped on request"))
+            }),
+        )
+        .build()
+        .expect("hub");
+    let mut events = hub.subscribe();
+    let workers = hub.start_workers(config()).expect("runtime starts");
+    for _ in 0..30 {
+        let job = hub.jobs().enqueue(&SYSTEM, NewJob::new("quick-to-stop", json!({}))).await.expect("enqueued");
+        next_event(&mut events, EventKind::JobStarted, job.id).await;
+        hub.jobs().cancel(&SYSTEM, job.id).await.expect("cancel works");
+        let ended = timeout(Duration::from_secs(10), async {
+            loop {
+                let job = store.get_job(job.id).await.expect("get").expect("exists");
+                if job.state.is_finished() || job.state == JobState::Queued {
+                    return job;
+                }
+                sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the attempt ends");
+        assert_eq!(ended.state, JobState::Cancelled, "{:?}", ended.last_error);
+    }
+    workers.shutdown().await;
+}
+
+/// Queue statistics list every queue this process serves, with its workers, even before its first job.
+#[tokio::test(start_paused = true)]
+async fn stats_list_served_queues_before_their_first_job() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at_epoch();
+    let hub = builder(&store, &clock).handler("ok", ok_handler()).build().expect("hub");
+    let workers = hub.start_workers(config().queue("email", 1)).expect("runtime starts");
+    let stats = hub.jobs().stats(&SYSTEM).await.expect("stats");
+    let served: Vec<(&str, usize, u64)> =
+        stats.iter().map(|queue| (queue.counts.queue.as_str(), queue.workers, queue.counts.queued)).collect();
+    assert_eq!(served, [("default", 2, 0), ("email", 1, 0)]);
+    workers.shutdown().await;
+}

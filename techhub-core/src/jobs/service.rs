@@ -148,7 +148,14 @@ impl JobService {
             return Err(Error::forbidden("only admins may read queue statistics"));
         }
         let now = self.hub.now();
-        let counts = self.hub.storage().queue_counts().await?;
+        let mut counts = self.hub.storage().queue_counts().await?;
+        // Queues served here but empty so far are listed too (with zero counts), in queue-name order.
+        for queue in self.hub.signals().served_queues() {
+            if !counts.iter().any(|known| known.queue == queue) {
+                counts.push(QueueCounts { queue, ..QueueCounts::default() });
+            }
+        }
+        counts.sort_by(|a, b| a.queue.cmp(&b.queue));
         Ok(counts.into_iter().map(|counts| self.stats_of(counts, now)).collect())
     }
 

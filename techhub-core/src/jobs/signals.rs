@@ -62,6 +62,12 @@ impl JobSignals {
         *entry = entry.saturating_add_signed(count);
     }
 
+    /// The queues this process has workers for.
+    pub(crate) fn served_queues(&self) -> Vec<String> {
+        let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        workers.iter().filter(|(_, count)| **count > 0).map(|(queue, _)| queue.clone()).collect()
+    }
+
     pub(crate) fn workers(&self, queue: &str) -> usize {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner).get(queue).copied().unwrap_or(0)
     }

@@ -113,15 +113,18 @@ impl Worker {
     async fn run_job(&self, job: Job) {
         let Some(lease) = job.lease() else { return };
         let started = Instant::now();
+        // Registered before anyone hears the job started, so a cancel sent on that news reaches the handler
+        // at once. (One sent in the instant between the claim and this line reaches it at the next heartbeat.)
+        let token = CancellationToken::new();
+        self.hub.signals().started(job.id, token.clone());
         telemetry::job_event(&self.hub, EventKind::JobStarted, &job);
         let Some(registered) = self.hub.handlers().get(&job.kind).cloned() else {
+            self.hub.signals().finished(job.id);
             let error = format!("no handler for job kind {:?} is registered in this process", job.kind);
             self.fail(&lease, &job, JobError::Permanent(error), started).await;
             return;
         };
         let timeout = registered.options.timeout.unwrap_or(self.settings.job_timeout);
-        let token = CancellationToken::new();
-        self.hub.signals().started(job.id, token.clone());
         let ctx = JobContext::new(job.clone(), self.hub.clone(), token.clone());
         let handler = registered.handler.clone();
         let handler_ctx = ctx.clone();
@@ -156,7 +159,10 @@ impl Worker {
                         Err(error) if error.is_panic() => Ending::Panicked(panic_message(error.into_panic())),
                         Err(_) => Ending::Aborted,
                     };
-                    return (ending, stopping.reason);
+                    // A handler that stopped on a local cancel may finish before the cancel branch below ran:
+                    // its token tells.
+                    let reason = stopping.reason.or_else(|| token.is_cancelled().then_some(StopReason::Cancelled));
+                    return (ending, reason);
                 }
                 _ = progress.tick() => {
                     if let Err(reason) = self.flush_progress(ctx, lease).await {
