@@ -54,11 +54,13 @@ pub(crate) struct Options {
     pub(crate) clock: Option<ManualClock>,
     /// Whether to run workers (`default` and `email` queues) in the process.
     pub(crate) workers: bool,
+    /// The store (a fresh memory store by default).
+    pub(crate) store: Option<DynStorage>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { http: HttpConfig::default(), clock: None, workers: true }
+        Self { http: HttpConfig::default(), clock: None, workers: true, store: None }
     }
 }
 
@@ -106,7 +108,7 @@ pub(crate) async fn start() -> Server {
 
 /// A server with `options`.
 pub(crate) async fn start_with(options: Options) -> Server {
-    let store: DynStorage = Arc::new(MemoryStore::new());
+    let store: DynStorage = options.store.clone().unwrap_or_else(|| Arc::new(MemoryStore::new()));
     let outbox = OutboxNotifier::new();
     let mut auth = AuthConfig::default();
     // Cheap hashing: the rules are the same, only the cost differs.
@@ -121,9 +123,6 @@ pub(crate) async fn start_with(options: Options) -> Server {
             handler_fn(|ctx| async move {
                 ctx.progress(10, "waiting to be cancelled");
                 ctx.cancelled().await;
-                // Give the runtime a moment to see the cancel itself: a handler that stops at once races the
-                // runtime, and its job may then be recorded as failed (or, returning Ok, as succeeded).
-                tokio::time::sleep(Duration::from_millis(50)).await;
                 Err(JobError::permanent("cancelled"))
             }),
         )
