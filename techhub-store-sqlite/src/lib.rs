@@ -32,6 +32,7 @@ mod jobs;
 mod notifications;
 mod rows;
 mod schema;
+mod sessions;
 mod tokens;
 mod users;
 
@@ -46,6 +47,7 @@ use techhub_core::storage::{Storage, StoreError, StoreResult};
 /// TechHub storage in a SQLite database.
 pub struct SqliteStore {
     engine: engine::Engine,
+    sessions: sessions::SessionCache,
     path: Option<PathBuf>,
 }
 
@@ -58,12 +60,16 @@ impl SqliteStore {
     /// Opens the database at `path` with `options`.
     pub fn open_with(path: impl AsRef<Path>, options: &SqliteOptions) -> StoreResult<Self> {
         let path = path.as_ref();
-        Ok(Self { engine: engine::Engine::open(path, options)?, path: Some(path.to_owned()) })
+        Ok(Self {
+            engine: engine::Engine::open(path, options)?,
+            sessions: sessions::SessionCache::default(),
+            path: Some(path.to_owned()),
+        })
     }
 
     /// A private in-memory database (tests, trials). Nothing survives the process.
     pub fn in_memory() -> StoreResult<Self> {
-        Ok(Self { engine: engine::Engine::in_memory()?, path: None })
+        Ok(Self { engine: engine::Engine::in_memory()?, sessions: sessions::SessionCache::default(), path: None })
     }
 }
 
@@ -85,15 +91,23 @@ impl Storage for SqliteStore {
         user_id: UserId,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>> {
-        // Both reads in one trip to a reader: this runs for every authenticated request.
-        self.engine
+        // This runs for every authenticated request: answered from the session cache when it can be, else
+        // both reads in one trip to a reader.
+        if let Some(user) = self.sessions.get(family, user_id, now) {
+            return Ok(Some(user));
+        }
+        let generation = self.sessions.generation();
+        let found = self
+            .engine
             .read(move |connection| {
-                if !tokens::family_is_live(connection, family, now)? {
-                    return Ok(None);
-                }
-                users::load_user(connection, user_id)
+                let Some(live_until) = tokens::family_live_until(connection, family, now)? else { return Ok(None) };
+                Ok(users::load_user(connection, user_id)?.map(|user| (user, live_until)))
             })
-            .await
+            .await?;
+        Ok(found.map(|(user, live_until)| {
+            self.sessions.store(family, &user, live_until, generation);
+            user
+        }))
     }
 
     async fn health(&self) -> StoreResult<()> {
@@ -139,6 +153,19 @@ pub(crate) trait Sql<T> {
 impl<T> Sql<T> for rusqlite::Result<T> {
     fn sql(self) -> StoreResult<T> {
         self.map_err(rows::corrupt)
+    }
+}
+
+impl SqliteStore {
+    /// A write to users or tokens: once it is done (whatever its outcome), cached sessions read before it
+    /// no longer answer.
+    pub(crate) async fn write_sessions<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let result = self.engine.write(op).await;
+        self.sessions.invalidate();
+        result
     }
 }
 

@@ -50,10 +50,26 @@ pub(crate) fn family_is_live(connection: &Connection, family: TokenFamilyId, now
         .sql()
 }
 
+/// When the session `family`'s last live token expires, if it has one at `now`.
+pub(crate) fn family_live_until(
+    connection: &Connection,
+    family: TokenFamilyId,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    let until: Option<i64> = connection
+        .cached_row(
+            "SELECT MAX(expires_at) FROM tokens WHERE family = ?1 AND consumed_at IS NULL AND expires_at > ?2",
+            params![family.as_bytes(), micros(now)],
+            |row| row.get(0),
+        )
+        .sql()?;
+    Ok(until.and_then(DateTime::from_timestamp_micros))
+}
+
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn insert_token(&self, record: TokenRecord) -> StoreResult<()> {
-        self.engine.write(move |connection| insert(connection, &record)).await
+        self.write_sessions(move |connection| insert(connection, &record)).await
     }
 
     async fn get_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
@@ -69,34 +85,32 @@ impl TokenStore for SqliteStore {
         replacement: Option<TokenRecord>,
     ) -> StoreResult<Option<Consumed>> {
         let hash = *hash;
-        self.engine
-            .write(move |connection| {
-                let Some(mut record) =
-                    load(connection, &hash)?.filter(|record| record.kind == kind && now < record.expires_at)
-                else {
-                    return Ok(None);
-                };
-                if record.consumed_at.is_some() {
-                    return Ok(Some(Consumed::Replayed(record)));
-                }
-                connection
-                    .cached_execute(
-                        "UPDATE tokens SET consumed_at = ?2 WHERE hash = ?1",
-                        params![hash.as_bytes(), micros(now)],
-                    )
-                    .sql()?;
-                if let Some(next) = replacement {
-                    insert(connection, &next)?;
-                }
-                record.consumed_at = Some(now);
-                Ok(Some(Consumed::Fresh(record)))
-            })
-            .await
+        self.write_sessions(move |connection| {
+            let Some(mut record) =
+                load(connection, &hash)?.filter(|record| record.kind == kind && now < record.expires_at)
+            else {
+                return Ok(None);
+            };
+            if record.consumed_at.is_some() {
+                return Ok(Some(Consumed::Replayed(record)));
+            }
+            connection
+                .cached_execute(
+                    "UPDATE tokens SET consumed_at = ?2 WHERE hash = ?1",
+                    params![hash.as_bytes(), micros(now)],
+                )
+                .sql()?;
+            if let Some(next) = replacement {
+                insert(connection, &next)?;
+            }
+            record.consumed_at = Some(now);
+            Ok(Some(Consumed::Fresh(record)))
+        })
+        .await
     }
 
     async fn revoke_tokens(&self, selector: TokenSelector) -> StoreResult<u64> {
-        self.engine
-            .write(move |connection| {
+        self.write_sessions(move |connection| {
                 let deleted = match selector {
                     TokenSelector::Family(family) => {
                         connection.cached_execute("DELETE FROM tokens WHERE family = ?1", [family.as_bytes()]).sql()?
@@ -137,10 +151,9 @@ impl TokenStore for SqliteStore {
     }
 
     async fn prune_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        self.engine
-            .write(move |connection| {
-                Ok(connection.cached_execute("DELETE FROM tokens WHERE expires_at <= ?1", [micros(now)]).sql()? as u64)
-            })
-            .await
+        self.write_sessions(move |connection| {
+            Ok(connection.cached_execute("DELETE FROM tokens WHERE expires_at <= ?1", [micros(now)]).sql()? as u64)
+        })
+        .await
     }
 }

@@ -38,38 +38,39 @@ fn email_taken(connection: &Connection, email: &Email, other_than: UserId) -> St
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn insert_user(&self, mut user: User, follow_up: Vec<Job>) -> StoreResult<User> {
-        self.engine
-            .write(move |connection| {
-                if email_taken(connection, &user.email, user.id)? {
-                    return Err(Conflict::EmailTaken.into());
-                }
-                if load_user(connection, user.id)?.is_some() {
-                    return Err(Conflict::Duplicate.into());
-                }
-                user.version = 1;
-                connection
-                    .cached_execute(
-                        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-                        params![
-                            user.id.as_bytes(),
-                            user.email.as_str(),
-                            user.name,
-                            user.role.as_str(),
-                            user.active,
-                            user.email_verified,
-                            1,
-                            micros(user.created_at),
-                            micros(user.updated_at),
-                            user.password_hash.as_ref().map(|hash| hash.as_phc().to_owned()),
-                            user.failed_logins,
-                            user.last_failed_login_at.map(micros),
-                        ],
-                    )
-                    .sql()?;
-                jobs::insert_jobs(connection, follow_up)?;
-                Ok(user)
-            })
-            .await
+        self.write_sessions(move |connection| {
+            if email_taken(connection, &user.email, user.id)? {
+                return Err(Conflict::EmailTaken.into());
+            }
+            if load_user(connection, user.id)?.is_some() {
+                return Err(Conflict::Duplicate.into());
+            }
+            user.version = 1;
+            connection
+                .cached_execute(
+                    &format!(
+                        "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                    ),
+                    params![
+                        user.id.as_bytes(),
+                        user.email.as_str(),
+                        user.name,
+                        user.role.as_str(),
+                        user.active,
+                        user.email_verified,
+                        1,
+                        micros(user.created_at),
+                        micros(user.updated_at),
+                        user.password_hash.as_ref().map(|hash| hash.as_phc().to_owned()),
+                        user.failed_logins,
+                        user.last_failed_login_at.map(micros),
+                    ],
+                )
+                .sql()?;
+            jobs::insert_jobs(connection, follow_up)?;
+            Ok(user)
+        })
+        .await
     }
 
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -93,8 +94,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn update_user(&self, mut user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
-        self.engine
-            .write(move |connection| {
+        self.write_sessions(move |connection| {
                 let stored = load_user(connection, user.id)?.ok_or(StoreError::NotFound)?;
                 if stored.version != expected_version {
                     return Err(Conflict::VersionMismatch.into());
@@ -133,51 +133,48 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()> {
-        self.engine
-            .write(move |connection| {
-                let stored = load_user(connection, id)?.ok_or(StoreError::NotFound)?;
-                if expected_version.is_some_and(|version| version != stored.version) {
-                    return Err(Conflict::VersionMismatch.into());
-                }
-                if is_active_admin(&stored) && active_admins(connection)? == 1 {
-                    return Err(Conflict::LastActiveAdmin.into());
-                }
-                connection.cached_execute("DELETE FROM tokens WHERE user_id = ?1", [id.as_bytes()]).sql()?;
-                connection.cached_execute("DELETE FROM users WHERE id = ?1", [id.as_bytes()]).sql()?;
-                Ok(())
-            })
-            .await
+        self.write_sessions(move |connection| {
+            let stored = load_user(connection, id)?.ok_or(StoreError::NotFound)?;
+            if expected_version.is_some_and(|version| version != stored.version) {
+                return Err(Conflict::VersionMismatch.into());
+            }
+            if is_active_admin(&stored) && active_admins(connection)? == 1 {
+                return Err(Conflict::LastActiveAdmin.into());
+            }
+            connection.cached_execute("DELETE FROM tokens WHERE user_id = ?1", [id.as_bytes()]).sql()?;
+            connection.cached_execute("DELETE FROM users WHERE id = ?1", [id.as_bytes()]).sql()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn record_login_failure(&self, id: UserId, now: DateTime<Utc>) -> StoreResult<u32> {
-        self.engine
-            .write(move |connection| {
-                connection
-                    .cached_row(
-                        "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2 WHERE id = ?1 \
+        self.write_sessions(move |connection| {
+            connection
+                .cached_row(
+                    "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2 WHERE id = ?1 \
                          RETURNING failed_logins",
-                        params![id.as_bytes(), micros(now)],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                    .sql()?
-                    .ok_or(StoreError::NotFound)
-            })
-            .await
+                    params![id.as_bytes(), micros(now)],
+                    |row| row.get(0),
+                )
+                .optional()
+                .sql()?
+                .ok_or(StoreError::NotFound)
+        })
+        .await
     }
 
     async fn clear_login_failures(&self, id: UserId) -> StoreResult<()> {
-        self.engine
-            .write(move |connection| {
-                let changed = connection
-                    .cached_execute(
-                        "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL WHERE id = ?1",
-                        [id.as_bytes()],
-                    )
-                    .sql()?;
-                if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
-            })
-            .await
+        self.write_sessions(move |connection| {
+            let changed = connection
+                .cached_execute(
+                    "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL WHERE id = ?1",
+                    [id.as_bytes()],
+                )
+                .sql()?;
+            if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        })
+        .await
     }
 
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {

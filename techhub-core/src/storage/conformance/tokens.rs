@@ -208,6 +208,12 @@ pub async fn tokens_session_user_needs_a_live_session(store: DynStorage) {
 
     let user = store.session_user(family, user_id, at(1)).await.expect("works").expect("a live session's user");
     assert_eq!(user.id, user_id);
+    // A change to the user shows at once (a store that keeps sessions must forget them on writes).
+    let mut renamed = user.clone();
+    renamed.name = "Renamed".to_owned();
+    store.update_user(renamed, user.version, Vec::new()).await.expect("update");
+    let again = store.session_user(family, user_id, at(2)).await.expect("works").expect("still live");
+    assert_eq!(again.name, "Renamed");
     assert!(store.session_user(family, user_id, at(60)).await.expect("works").is_none(), "an expired session");
     assert!(store.session_user(TokenFamilyId::new(), user_id, at(1)).await.expect("works").is_none(), "unknown");
     store.revoke_tokens(TokenSelector::Family(family)).await.expect("revoke");
