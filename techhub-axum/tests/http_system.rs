@@ -296,3 +296,25 @@ async fn a_request_that_stalls_gets_408_but_an_open_socket_lives_on() {
     let event = common::next_json(&mut socket).await;
     assert_eq!(event["data"]["job_id"], job.id.to_string());
 }
+
+/// Browsers may call from the configured origins only: a preflight from one is answered with it, from any
+/// other origin without `access-control-allow-origin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_only_the_configured_origins() {
+    let http =
+        techhub_axum::HttpConfig { cors_origins: vec!["https://app.example.com".to_owned()], ..Default::default() };
+    let server = common::start_with(common::Options { http, workers: false, ..Default::default() }).await;
+    let preflight = |origin: &'static str| {
+        server
+            .http
+            .request(Method::OPTIONS, format!("{}/api/v1/users/me", server.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.expect("preflight");
+    assert_eq!(header(&allowed, "access-control-allow-origin"), Some("https://app.example.com"));
+    let refused = preflight("https://evil.example.com").await.expect("preflight");
+    assert_eq!(header(&refused, "access-control-allow-origin"), None);
+}

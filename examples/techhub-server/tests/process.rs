@@ -1,0 +1,81 @@
+//! The server as a user runs it: a bad setting stops it at start naming the variable; a good configuration
+//! serves, bootstraps the admin, and stops gracefully (exit 0) on SIGTERM and on SIGINT.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_techhub-server");
+
+fn server(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(SERVER);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("TECHHUB_ADDR", "127.0.0.1:0")
+        .env("TECHHUB_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn a_bad_setting_stops_the_server_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("a directory");
+    for (variable, value) in
+        [("TECHHUB_STORE", "postgres://nope"), ("TECHHUB_JWT_SECRET", "short"), ("TECHHUB_ADDR", "nope")]
+    {
+        let output = server(dir.path()).env(variable, value).output().expect("the server runs");
+        assert_eq!(output.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+}
+
+/// Starts the server on the default SQLite store with an admin and returns it with its address.
+fn start(dir: &std::path::Path) -> (Child, String) {
+    let mut child = server(dir)
+        .env("TECHHUB_ADMIN_EMAIL", "admin@example.com")
+        .env("TECHHUB_ADMIN_PASSWORD", "a long admin passphrase")
+        .spawn()
+        .expect("the server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
+    let address = line.trim().rsplit("http://").next().expect("an address").to_owned();
+    (child, address)
+}
+
+fn wait(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_server_serves_on_sqlite_and_stops_gracefully_on_signals() {
+    let dir = tempfile::tempdir().expect("a directory");
+    for signal in ["TERM", "INT"] {
+        let (mut child, address) = start(dir.path());
+        let health = std::net::TcpStream::connect(&address).map(|mut stream| {
+            use std::io::{Read, Write};
+            write!(stream, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).expect("response");
+            response
+        });
+        let health = health.expect("connects");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let killed = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+        assert!(killed.expect("kill runs").success());
+        assert!(wait(&mut child).success(), "SIG{signal} ends the server cleanly");
+    }
+    assert!(dir.path().join("techhub.db").exists(), "the default store is ./techhub.db");
+    assert!(dir.path().join("techhub-jwt-secret").exists(), "a generated secret is kept beside the data");
+}
