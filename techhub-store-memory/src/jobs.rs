@@ -18,8 +18,7 @@ use dashmap::mapref::one::RefMut;
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Retry,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult};
 
@@ -193,22 +192,6 @@ impl JobTables {
     }
 }
 
-/// Ends the job at `now` in a final `state`.
-fn finish(job: &mut Job, state: JobState, now: DateTime<Utc>) {
-    job.state = state;
-    job.finished_at = Some(now);
-    job.lease_holder = None;
-    job.lease_until = None;
-}
-
-/// Puts the job back in the queue at `run_at`.
-fn requeue(job: &mut Job, run_at: DateTime<Utc>) {
-    job.state = JobState::Queued;
-    job.run_at = run_at;
-    job.lease_holder = None;
-    job.lease_until = None;
-}
-
 #[async_trait]
 impl JobStore for MemoryStore {
     async fn enqueue(&self, job: Job) -> StoreResult<Job> {
@@ -296,29 +279,20 @@ impl JobStore for MemoryStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Job> {
         self.jobs.finish_attempt(lease, |stored| {
-            finish(&mut stored.job, JobState::Succeeded, now);
-            stored.job.result = Some(result);
-            stored.job.progress.percent = 100;
-            stored.job.artifact = artifact.as_ref().map(Artifact::info);
+            stored.job.succeed(result, artifact.as_ref().map(Artifact::info), now);
             stored.artifact = artifact;
         })
     }
 
     async fn fail(&self, lease: &Lease, failure: JobFailure, now: DateTime<Utc>) -> StoreResult<Job> {
         self.jobs.finish_attempt(lease, |stored| {
-            let job = &mut stored.job;
-            job.last_error = Some(failure.error);
-            match failure.retry {
-                Retry::After(delay) if job.has_attempts_left() => requeue(job, clock::add(now, delay)),
-                Retry::After(_) | Retry::Never => finish(job, JobState::Failed, now),
-            }
+            stored.job.fail_attempt(failure, now);
         })
     }
 
     async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
         self.jobs.finish_attempt(lease, |stored| {
-            stored.job.attempt = stored.job.attempt.saturating_sub(1);
-            requeue(&mut stored.job, now);
+            stored.job.release(now);
         })
     }
 
@@ -329,7 +303,7 @@ impl JobStore for MemoryStore {
         match job.state {
             JobState::Queued => {
                 index.leave(job);
-                finish(job, JobState::Cancelled, now);
+                job.finish(JobState::Cancelled, now);
                 index.enter(job);
             }
             JobState::Running => job.cancel_requested = true,
@@ -341,7 +315,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn acknowledge_cancel(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
-        self.jobs.finish_attempt(lease, |stored| finish(&mut stored.job, JobState::Cancelled, now))
+        self.jobs.finish_attempt(lease, |stored| stored.job.finish(JobState::Cancelled, now))
     }
 
     async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
@@ -355,13 +329,7 @@ impl JobStore for MemoryStore {
             return Err(Conflict::Duplicate.into());
         }
         index.leave(job);
-        requeue(job, now);
-        job.attempt = 0;
-        job.finished_at = None;
-        job.started_at = None;
-        job.cancel_requested = false;
-        job.result = None;
-        job.progress = Progress::default();
+        job.restart(now);
         index.enter(job);
         Ok(job.clone())
     }
@@ -377,12 +345,7 @@ impl JobStore for MemoryStore {
                 continue;
             }
             index.leave(job);
-            if job.has_attempts_left() {
-                requeue(job, now);
-            } else {
-                job.last_error = Some("lease expired".to_owned());
-                finish(job, JobState::Failed, now);
-            }
+            job.rescue(now);
             index.enter(job);
             rescued.push(job.clone());
         }

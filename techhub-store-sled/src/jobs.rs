@@ -16,8 +16,7 @@ use serde_json::Value;
 use sled::IVec;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Retry,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreResult};
 
@@ -34,22 +33,6 @@ use crate::tx::{OrAbort, TxResult, abort, transaction};
 
 /// How many jobs one rescue or pruning transaction handles.
 const BATCH: usize = 256;
-
-/// Ends the job at `now` in a final `state`.
-fn finish(job: &mut Job, state: JobState, now: DateTime<Utc>) {
-    job.state = state;
-    job.finished_at = Some(now);
-    job.lease_holder = None;
-    job.lease_until = None;
-}
-
-/// Puts the job back in the queue at `run_at`.
-fn requeue(job: &mut Job, run_at: DateTime<Utc>) {
-    job.state = JobState::Queued;
-    job.run_at = run_at;
-    job.lease_holder = None;
-    job.lease_until = None;
-}
 
 /// Rows the writer answered, as jobs.
 fn decode_rows(rows: Vec<(JobId, IVec)>) -> StoreResult<Vec<Job>> {
@@ -138,12 +121,7 @@ fn rescue(trees: &Trees, now: DateTime<Utc>) -> StoreResult<Vec<(JobId, IVec)>> 
                     continue;
                 }
                 let mut job = loaded.job.clone();
-                if job.has_attempts_left() {
-                    requeue(&mut job, now);
-                } else {
-                    job.last_error = Some("lease expired".to_owned());
-                    finish(&mut job, JobState::Failed, now);
-                }
+                job.rescue(now);
                 changed.push((id, jobs.transition(&loaded, &job, now)?));
             }
             Ok(changed)
@@ -270,10 +248,7 @@ impl JobStore for SledStore {
         let info = artifact.as_ref().map(Artifact::info);
         let artifact_row: Option<IVec> = artifact.as_ref().map(|artifact| encode_artifact(artifact).into());
         self.settle(lease, now, move |jobs, job| {
-            finish(job, JobState::Succeeded, now);
-            job.result = Some(result.clone());
-            job.progress.percent = 100;
-            job.artifact = info.clone();
+            job.succeed(result.clone(), info.clone(), now);
             if let Some(row) = &artifact_row {
                 jobs.artifacts.insert(job.id.as_bytes().as_slice(), row.clone())?;
             }
@@ -284,11 +259,7 @@ impl JobStore for SledStore {
 
     async fn fail(&self, lease: &Lease, failure: JobFailure, now: DateTime<Utc>) -> StoreResult<Job> {
         self.settle(lease, now, move |_, job| {
-            job.last_error = Some(failure.error.clone());
-            match failure.retry {
-                Retry::After(delay) if job.has_attempts_left() => requeue(job, clock::add(now, delay)),
-                Retry::After(_) | Retry::Never => finish(job, JobState::Failed, now),
-            }
+            job.fail_attempt(failure.clone(), now);
             Ok(())
         })
         .await
@@ -296,8 +267,7 @@ impl JobStore for SledStore {
 
     async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
         self.settle(lease, now, move |_, job| {
-            job.attempt = job.attempt.saturating_sub(1);
-            requeue(job, now);
+            job.release(now);
             Ok(())
         })
         .await
@@ -306,7 +276,7 @@ impl JobStore for SledStore {
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
         self.change(id, now, move |_, job| {
             match job.state {
-                JobState::Queued => finish(job, JobState::Cancelled, now),
+                JobState::Queued => job.finish(JobState::Cancelled, now),
                 JobState::Running => job.cancel_requested = true,
                 JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
                     return Err(abort(Conflict::InvalidState));
@@ -319,7 +289,7 @@ impl JobStore for SledStore {
 
     async fn acknowledge_cancel(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
         self.settle(lease, now, move |_, job| {
-            finish(job, JobState::Cancelled, now);
+            job.finish(JobState::Cancelled, now);
             Ok(())
         })
         .await
@@ -336,13 +306,7 @@ impl JobStore for SledStore {
             {
                 return Err(abort(Conflict::Duplicate));
             }
-            requeue(job, now);
-            job.attempt = 0;
-            job.finished_at = None;
-            job.started_at = None;
-            job.cancel_requested = false;
-            job.result = None;
-            job.progress = Progress::default();
+            job.restart(now);
             Ok(())
         })
         .await

@@ -11,8 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Retry,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult};
 
@@ -126,20 +125,6 @@ fn save(connection: &Connection, job: &Job) -> StoreResult<()> {
 fn leased(connection: &Connection, lease: &Lease) -> StoreResult<Job> {
     let job = load_job(connection, lease.job_id)?.ok_or(StoreError::NotFound)?;
     if job.is_leased_by(lease) { Ok(job) } else { Err(Conflict::LeaseLost.into()) }
-}
-
-fn finish(job: &mut Job, state: JobState, now: DateTime<Utc>) {
-    job.state = state;
-    job.finished_at = Some(now);
-    job.lease_holder = None;
-    job.lease_until = None;
-}
-
-fn requeue(job: &mut Job, run_at: DateTime<Utc>) {
-    job.state = JobState::Queued;
-    job.run_at = run_at;
-    job.lease_holder = None;
-    job.lease_until = None;
 }
 
 /// How many finished jobs one pruning write deletes.
@@ -333,10 +318,7 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Job> {
         self.settle(lease, move |connection, job| {
-            finish(job, JobState::Succeeded, now);
-            job.result = Some(result);
-            job.progress.percent = 100;
-            job.artifact = artifact.as_ref().map(Artifact::info);
+            job.succeed(result, artifact.as_ref().map(Artifact::info), now);
             if let Some(artifact) = artifact {
                 connection
                     .cached_execute(
@@ -352,11 +334,7 @@ impl JobStore for SqliteStore {
 
     async fn fail(&self, lease: &Lease, failure: JobFailure, now: DateTime<Utc>) -> StoreResult<Job> {
         self.settle(lease, move |_, job| {
-            job.last_error = Some(failure.error);
-            match failure.retry {
-                Retry::After(delay) if job.has_attempts_left() => requeue(job, clock::add(now, delay)),
-                Retry::After(_) | Retry::Never => finish(job, JobState::Failed, now),
-            }
+            job.fail_attempt(failure, now);
             Ok(())
         })
         .await
@@ -364,8 +342,7 @@ impl JobStore for SqliteStore {
 
     async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
         self.settle(lease, move |_, job| {
-            job.attempt = job.attempt.saturating_sub(1);
-            requeue(job, now);
+            job.release(now);
             Ok(())
         })
         .await
@@ -376,7 +353,7 @@ impl JobStore for SqliteStore {
             .write(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
                 match job.state {
-                    JobState::Queued => finish(&mut job, JobState::Cancelled, now),
+                    JobState::Queued => job.finish(JobState::Cancelled, now),
                     JobState::Running => job.cancel_requested = true,
                     JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
                         return Err(Conflict::InvalidState.into());
@@ -390,7 +367,7 @@ impl JobStore for SqliteStore {
 
     async fn acknowledge_cancel(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
         self.settle(lease, move |_, job| {
-            finish(job, JobState::Cancelled, now);
+            job.finish(JobState::Cancelled, now);
             Ok(())
         })
         .await
@@ -408,13 +385,7 @@ impl JobStore for SqliteStore {
                 {
                     return Err(Conflict::Duplicate.into());
                 }
-                requeue(&mut job, now);
-                job.attempt = 0;
-                job.finished_at = None;
-                job.started_at = None;
-                job.cancel_requested = false;
-                job.result = None;
-                job.progress = Progress::default();
+                job.restart(now);
                 save(connection, &job)?;
                 Ok(job)
             })
@@ -435,12 +406,7 @@ impl JobStore for SqliteStore {
                     .sql()?;
                 let mut rescued = Vec::with_capacity(expired.len());
                 for mut job in expired {
-                    if job.has_attempts_left() {
-                        requeue(&mut job, now);
-                    } else {
-                        job.last_error = Some("lease expired".to_owned());
-                        finish(&mut job, JobState::Failed, now);
-                    }
+                    job.rescue(now);
                     save(connection, &job)?;
                     rescued.push(job);
                 }

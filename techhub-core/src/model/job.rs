@@ -290,6 +290,71 @@ impl Job {
     }
 }
 
+/// The state transitions of the storage contract ([`JobStore`](crate::storage::JobStore)), the same for every
+/// store: a store checks the lease or state, applies one of these, and writes the job back (with its indexes).
+impl Job {
+    /// Ends the job in the final `state` at `now`, dropping its lease.
+    pub fn finish(&mut self, state: JobState, now: DateTime<Utc>) {
+        self.state = state;
+        self.finished_at = Some(now);
+        self.lease_holder = None;
+        self.lease_until = None;
+    }
+
+    /// Puts the job back in its queue, due at `run_at`, dropping its lease.
+    pub fn requeue(&mut self, run_at: DateTime<Utc>) {
+        self.state = JobState::Queued;
+        self.run_at = run_at;
+        self.lease_holder = None;
+        self.lease_until = None;
+    }
+
+    /// The attempt succeeded with `result` (and the described artifact).
+    pub fn succeed(&mut self, result: Value, artifact: Option<ArtifactInfo>, now: DateTime<Utc>) {
+        self.finish(JobState::Succeeded, now);
+        self.result = Some(result);
+        self.progress.percent = 100;
+        self.artifact = artifact;
+    }
+
+    /// The attempt failed: queued again after the delay while attempts are left and a retry is allowed, else
+    /// failed for good; the error is kept either way.
+    pub fn fail_attempt(&mut self, failure: JobFailure, now: DateTime<Utc>) {
+        self.last_error = Some(failure.error);
+        match failure.retry {
+            Retry::After(delay) if self.has_attempts_left() => self.requeue(crate::clock::add(now, delay)),
+            Retry::After(_) | Retry::Never => self.finish(JobState::Failed, now),
+        }
+    }
+
+    /// The attempt is given back without being charged (a graceful shutdown).
+    pub fn release(&mut self, now: DateTime<Utc>) {
+        self.attempt = self.attempt.saturating_sub(1);
+        self.requeue(now);
+    }
+
+    /// Its worker vanished and the lease ran out: queued again while attempts are left, else failed.
+    pub fn rescue(&mut self, now: DateTime<Utc>) {
+        if self.has_attempts_left() {
+            self.requeue(now);
+        } else {
+            self.last_error = Some("lease expired".to_owned());
+            self.finish(JobState::Failed, now);
+        }
+    }
+
+    /// A failed or cancelled job queued again with a fresh attempt budget, as if new.
+    pub fn restart(&mut self, now: DateTime<Utc>) {
+        self.requeue(now);
+        self.attempt = 0;
+        self.finished_at = None;
+        self.started_at = None;
+        self.cancel_requested = false;
+        self.result = None;
+        self.progress = Progress::default();
+    }
+}
+
 fn check_name(field: &str, value: &str) -> Result<(), Error> {
     if value.trim().is_empty() {
         return Err(Error::invalid_field(field, format!("{field} must not be empty")));
