@@ -634,3 +634,44 @@ async fn stats_list_served_queues_before_their_first_job() {
     assert_eq!(served, [("default", 2, 0), ("email", 1, 0)]);
     workers.shutdown().await;
 }
+
+/// Workers claim the next job while recording the last one; a shutdown in between gives such a job back
+/// unstarted and uncharged: after it, nothing is left running and every job not run has no attempt spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_gives_back_jobs_claimed_ahead_uncharged() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let hub = TechHub::builder()
+        .shared_storage(store.clone())
+        .handler(
+            "brief",
+            handler_fn(|_ctx| async {
+                sleep(Duration::from_millis(2)).await;
+                Ok(Value::Null)
+            }),
+        )
+        .build()
+        .expect("hub");
+    let specs = (0..300).map(|n| NewJob::new("brief", json!({ "n": n }))).collect();
+    hub.jobs().enqueue_many(&SYSTEM, specs).await.expect("enqueued");
+    let mut config = config();
+    config.queues[0].workers = 4;
+    let workers = hub.start_workers(config).expect("runtime starts");
+    timeout(Duration::from_secs(10), async {
+        while store.queue_counts().await.expect("counts")[0].succeeded < 40 {
+            sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("jobs run");
+    workers.shutdown().await;
+
+    let page = store.list_jobs(&JobFilter::default(), &PageRequest::first(500)).await.expect("list");
+    assert_eq!(page.items.len(), 300);
+    for job in page.items {
+        match job.state {
+            JobState::Succeeded => assert_eq!(job.attempt, 1),
+            JobState::Queued => assert_eq!(job.attempt, 0, "a job given back keeps its attempts"),
+            other => panic!("job {} left {other:?}", job.id),
+        }
+    }
+}
