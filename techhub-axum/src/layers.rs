@@ -18,17 +18,18 @@ pub(crate) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::CONTENT_SECURITY_POLICY, "default-src 'none'"),
 ];
 
-/// Replaces the body of an error response that is not already a problem (a 405 from the router, a 408 from
-/// the timeout, a 413 from a body limit, a 500 from a caught panic) with the problem for its status,
+/// Replaces the body of an error response that is not JSON (a 405 from the router, a 408 from the timeout, a
+/// 413 from a body limit, a 500 from a caught panic) with the problem for its status,
 /// keeping its headers (`Allow`, `Retry-After`).
 pub(crate) async fn problem_bodies(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|content_type| content_type.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    // A JSON body is a handler's deliberate answer (a problem, or readiness's `degraded` report): kept.
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|content_type| {
+        let content_type = content_type.as_bytes();
+        content_type.starts_with(PROBLEM_JSON.as_bytes()) || content_type.starts_with(b"application/json")
+    });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (mut parts, _body) = response.into_parts();

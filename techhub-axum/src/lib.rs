@@ -120,6 +120,13 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
     OpenApiRouter::with_openapi(doc).merge(auth).merge(import).merge(rest)
 }
 
+/// The span of one request: method, path and request id. Never the query string, which may carry an access
+/// token (`/api/v1/events?access_token=`), and never headers.
+fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
+    let request_id = request.headers().get(&REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+}
+
 /// The layers every route shares, innermost first.
 fn with_layers(router: Router, config: &HttpConfig) -> Router {
     let mut router = router
@@ -145,6 +152,49 @@ fn with_layers(router: Router, config: &HttpConfig) -> Router {
     router
         .layer(middleware::from_fn(layers::record_metrics))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// Log lines written by the subscriber, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn request_spans_never_log_the_query_string() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let request = http::Request::get("/api/v1/events?access_token=secret-token-value")
+                .header(super::REQUEST_ID, "req-1")
+                .body(axum::body::Body::empty())
+                .expect("a request");
+            let span = super::request_span(&request);
+            let _entered = span.enter();
+            tracing::debug!("handled");
+        });
+        let logged = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("text");
+        assert!(logged.contains("/api/v1/events") && logged.contains("req-1"), "{logged}");
+        assert!(!logged.contains("secret-token-value"), "{logged}");
+    }
 }

@@ -1,8 +1,9 @@
-//! When storage stops taking writes, requests that need a write get 503 `unavailable`, liveness stays 200,
-//! and no answer shows internals (SQL, paths, library errors); once storage is back, so is the service.
+//! When storage stops answering, readiness says so (503 `degraded`), requests that need storage get 503
+//! `unavailable`, liveness stays 200, and no answer shows internals (SQL, paths, library errors); once
+//! storage is back, so is the service.
 //!
-//! The store is a SQLite file; another connection holds its write lock, so the store's writer times out on
-//! it, as it would behind a stuck process sharing the file.
+//! The store is a SQLite file read through its writer (no reader pool); another connection holds the write
+//! lock, so every store call times out on it, as it would behind a stuck process sharing the file.
 
 mod common;
 
@@ -14,10 +15,10 @@ use serde_json::json;
 use techhub_store_sqlite::{SqliteOptions, SqliteStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_that_cannot_write_is_503_without_internals() {
+async fn storage_down_is_503_without_internals() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("down.db");
-    let options = SqliteOptions { busy_timeout: Duration::from_millis(100), ..SqliteOptions::default() };
+    let options = SqliteOptions { busy_timeout: Duration::from_millis(100), readers: 0, ..SqliteOptions::default() };
     let store = SqliteStore::open_with(&path, &options).expect("opens");
     let server = common::start_with(common::Options {
         store: Some(Arc::new(store)),
@@ -31,6 +32,12 @@ async fn storage_that_cannot_write_is_503_without_internals() {
     // Hold the write lock from another connection, as another process would.
     let blocker = rusqlite::Connection::open(&path).expect("a second connection");
     blocker.execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS blocker (x);").expect("takes the write lock");
+
+    let ready = server.get("/api/v1/system/health", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["storage"], "down", "{body}");
 
     let live = server.get("/health", None).await;
     assert_eq!(live.status(), StatusCode::OK, "liveness does not depend on storage");
@@ -52,4 +59,6 @@ async fn storage_that_cannot_write_is_503_without_internals() {
     drop(blocker);
     let response = server.post("/api/v1/auth/register", None, &registration).await;
     assert_eq!(response.status(), StatusCode::CREATED);
+    let ready = server.get("/api/v1/system/health", None).await;
+    assert_eq!(ready.status(), StatusCode::OK);
 }

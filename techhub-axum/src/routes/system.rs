@@ -87,5 +87,6 @@ async fn metrics() -> ApiResult<Response> {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "metrics are recorded by the embedding app")
     })?;
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    handle.run_upkeep();
     Ok(([(header::CONTENT_TYPE, content_type)], handle.render()).into_response())
 }
