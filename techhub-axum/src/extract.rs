@@ -112,28 +112,15 @@ where
     }
 }
 
-/// `?limit=&cursor=` of a list.
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct PageQuery {
-    /// Items per page (default 50, at most 500).
-    pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-impl PageQuery {
-    /// The core's page request; a limit outside 1..=500 is a validation failure, not silently changed.
-    pub(crate) fn page(&self) -> Result<PageRequest, Problem> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(
-                techhub_core::Error::invalid_field("limit", format!("limit must be 1..={MAX_PAGE_LIMIT}")).into()
-            );
-        }
-        Ok(match &self.cursor {
-            Some(cursor) => PageRequest::after(Cursor::from_client(cursor.clone()), limit),
-            None => PageRequest::first(limit),
-        })
+/// The core's page request for a list's `?limit=&cursor=`; a limit outside 1..=500 is a validation failure,
+/// not silently changed.
+pub(crate) fn page_request(limit: Option<usize>, cursor: Option<String>) -> Result<PageRequest, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(techhub_core::Error::invalid_field("limit", format!("limit must be 1..={MAX_PAGE_LIMIT}")).into());
     }
+    Ok(match cursor {
+        Some(cursor) => PageRequest::after(Cursor::from_client(cursor), limit),
+        None => PageRequest::first(limit),
+    })
 }

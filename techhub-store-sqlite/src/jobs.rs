@@ -52,6 +52,7 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
         if load_job(connection, job.id)?.is_some() {
             return Err(Conflict::Duplicate.into());
         }
+        let (content_type, file_name, size) = artifact_columns(&job);
         connection
             .prepare_cached(&format!(
                 "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
@@ -75,9 +76,9 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
                 job.progress.message,
                 job.last_error,
                 job.result.as_ref().map(to_json).transpose()?,
-                job.artifact.as_ref().map(|info| info.content_type.clone()),
-                job.artifact.as_ref().and_then(|info| info.file_name.clone()),
-                job.artifact.as_ref().map(|info| i64::try_from(info.size).unwrap_or(i64::MAX)),
+                content_type,
+                file_name,
+                size,
                 job.created_by.map(|user| user.as_bytes().to_vec()),
                 job.unique_key,
                 job.lease_holder.as_ref().map(|worker| worker.as_str().to_owned()),
@@ -90,8 +91,19 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
     Ok(stored)
 }
 
+/// The artifact description's columns: content type, file name, size.
+fn artifact_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
+    let info = job.artifact.as_ref();
+    (
+        info.map(|info| info.content_type.as_str()),
+        info.and_then(|info| info.file_name.as_deref()),
+        info.map(|info| i64::try_from(info.size).unwrap_or(i64::MAX)),
+    )
+}
+
 /// Writes back every column a transition can change.
 fn save(connection: &Connection, job: &Job) -> StoreResult<()> {
+    let (content_type, file_name, size) = artifact_columns(job);
     connection
         .prepare_cached(
             "UPDATE jobs SET state = ?2, attempt = ?3, run_at = ?4, started_at = ?5, finished_at = ?6, progress_percent = ?7, \
@@ -110,9 +122,9 @@ fn save(connection: &Connection, job: &Job) -> StoreResult<()> {
             job.progress.message,
             job.last_error,
             job.result.as_ref().map(to_json).transpose()?,
-            job.artifact.as_ref().map(|info| info.content_type.clone()),
-            job.artifact.as_ref().and_then(|info| info.file_name.clone()),
-            job.artifact.as_ref().map(|info| i64::try_from(info.size).unwrap_or(i64::MAX)),
+            content_type,
+            file_name,
+            size,
             job.lease_holder.as_ref().map(|worker| worker.as_str().to_owned()),
             job.lease_until.map(micros),
             job.cancel_requested,

@@ -39,17 +39,6 @@ fn insert(connection: &Connection, record: &TokenRecord) -> StoreResult<()> {
     Ok(())
 }
 
-/// Whether the session `family` has a live (unconsumed, unexpired) token at `now`.
-pub(crate) fn family_is_live(connection: &Connection, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool> {
-    connection
-        .cached_row(
-            "SELECT EXISTS(SELECT 1 FROM tokens WHERE family = ?1 AND consumed_at IS NULL AND expires_at > ?2)",
-            params![family.as_bytes(), micros(now)],
-            |row| row.get(0),
-        )
-        .sql()
-}
-
 /// When the session `family`'s last live token expires, if it has one at `now`.
 pub(crate) fn family_live_until(
     connection: &Connection,
@@ -147,7 +136,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn family_is_live(&self, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool> {
-        self.engine.read(move |connection| family_is_live(connection, family, now)).await
+        self.engine.read(move |connection| Ok(family_live_until(connection, family, now)?.is_some())).await
     }
 
     async fn prune_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {

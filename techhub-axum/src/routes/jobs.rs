@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, PageQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, page_request};
 use crate::problem::{ApiResult, Problem};
 use crate::routes::accepted;
 use crate::state::AppState;
@@ -80,7 +80,7 @@ async fn list_jobs(
     session: Authenticated,
     ApiQuery(query): ApiQuery<JobListQuery>,
 ) -> ApiResult<axum::Json<PageView<JobView>>> {
-    let page = PageQuery { limit: query.limit, cursor: query.cursor }.page()?;
+    let page = page_request(query.limit, query.cursor)?;
     let filter = JobFilter { queue: query.queue, state: query.state, kind: query.kind, created_by: None };
     let jobs = state.hub.jobs().list(&session.actor(), filter, &page).await?;
     Ok(axum::Json(PageView::of(jobs)))

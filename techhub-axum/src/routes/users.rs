@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, PageQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated, page_request};
 use crate::problem::{ApiResult, Problem};
 use crate::routes::accepted;
 use crate::state::AppState;
@@ -127,7 +127,7 @@ async fn list_users(
     session: Authenticated,
     ApiQuery(query): ApiQuery<UserListQuery>,
 ) -> ApiResult<axum::Json<PageView<UserView>>> {
-    let page = PageQuery { limit: query.limit, cursor: query.cursor }.page()?;
+    let page = page_request(query.limit, query.cursor)?;
     let filter = UserFilter { role: query.role, active: query.active, query: query.q };
     let users = state.hub.users().list(&session.actor(), &filter, &page).await?;
     Ok(axum::Json(PageView::of(users)))

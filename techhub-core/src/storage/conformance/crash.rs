@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -62,26 +62,8 @@ pub fn main(open: Open) {
         return;
     }
     let rounds = std::env::var(ROUNDS_ENV).ok().and_then(|rounds| rounds.parse().ok()).unwrap_or(DEFAULT_ROUNDS);
-    let dir = ScratchDir::new();
-    parent(open, &dir.0.join("store"), rounds);
-}
-
-/// A directory removed when the test ends, pass or fail.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Self {
-        let unique = format!("techhub-crash-{}-{}", std::process::id(), rand::random::<u64>());
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path).expect("a scratch directory");
-        Self(path)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    parent(open, &dir.path().join("store"), rounds);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
