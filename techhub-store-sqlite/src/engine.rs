@@ -144,7 +144,9 @@ impl Engine {
         });
         let sender = self.writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
         sender.send(work).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        // No answer at all: the writer could not start a transaction (another process held the lock past the
+        // busy timeout) or the write panicked; either way nothing of it was written.
+        answer.await.map_err(|_| not_written())?
     }
 
     /// Runs a query on a reader connection (on a blocking thread), or through the writer without readers.
@@ -164,6 +166,12 @@ impl Engine {
         .await
         .map_err(|_| closed())?
     }
+}
+
+fn not_written() -> StoreError {
+    StoreError::unavailable(std::io::Error::other(
+        "the SQLite store could not take the write (the database was locked, or the write failed); nothing was written",
+    ))
 }
 
 fn closed() -> StoreError {
