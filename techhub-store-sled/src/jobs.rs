@@ -18,7 +18,7 @@ use techhub_core::clock;
 use techhub_core::model::{
     Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
-use techhub_core::storage::{Conflict, JobStore, StoreResult};
+use techhub_core::storage::{Conflict, JobStore, StoreResult, decisions};
 
 use crate::SledStore;
 use crate::claims::ClaimRequest;
@@ -297,15 +297,8 @@ impl JobStore for SledStore {
 
     async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
         self.change(id, now, move |jobs, job| {
-            if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
-                return Err(abort(Conflict::InvalidState));
-            }
-            // The job is finished, so a holder of its key is another, live job.
-            if let Some(key) = &job.unique_key
-                && jobs.unique_holder(key)?.is_some()
-            {
-                return Err(abort(Conflict::Duplicate));
-            }
+            decisions::check_retry(job, |key| jobs.unique_holder(key).map(|holder| holder.is_some()))?
+                .map_err(abort)?;
             job.restart(now);
             Ok(())
         })

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sled::IVec;
 use techhub_core::model::{Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
-use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore};
+use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore, decisions};
 use uuid::Uuid;
 
 use crate::SledStore;
@@ -182,20 +182,14 @@ impl TokenStore for SledStore {
         self.writer
             .write(move |tx| {
                 let tokens = TokenTx::new(tx);
-                let Some(mut record) =
-                    tokens.load(&hash)?.filter(|record| record.kind == kind && now < record.expires_at)
-                else {
-                    return Ok(None);
-                };
-                if record.consumed_at.is_some() {
-                    return Ok(Some(Consumed::Replayed(record)));
+                let decision = decisions::consume_token(tokens.load(&hash)?, kind, now);
+                if let Some(Consumed::Fresh(record)) = &decision {
+                    tokens.rows.insert(hash.as_bytes().as_slice(), encode_token(record))?;
+                    if let Some(next) = &replacement {
+                        tokens.insert(next)?;
+                    }
                 }
-                record.consumed_at = Some(now);
-                tokens.rows.insert(hash.as_bytes().as_slice(), encode_token(&record))?;
-                if let Some(next) = &replacement {
-                    tokens.insert(next)?;
-                }
-                Ok(Some(Consumed::Fresh(record)))
+                Ok(decision)
             })
             .await
     }

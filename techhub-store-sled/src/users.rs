@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
-use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore};
+use techhub_core::model::{Email, Job, Page, PageRequest, User, UserFilter, UserId};
+use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore, decisions};
 
 use crate::SledStore;
 use crate::engine::{Sled, TreeId, counter};
@@ -15,10 +15,6 @@ use crate::tokens::{TokenTx, tokens_of_user};
 use crate::tx::{OrAbort, Tx, TxResult, TxTree, abort, transaction};
 
 const ACTIVE_ADMINS: &[u8] = b"active_admins";
-
-fn is_active_admin(user: &User) -> bool {
-    user.active && user.role == Role::Admin
-}
 
 /// The user trees as one call sees them: rows, the email index and the counters.
 struct UserTx<'a> {
@@ -50,11 +46,6 @@ impl<'a> UserTx<'a> {
         counter(self.counts.get(ACTIVE_ADMINS)?.as_deref()).or_abort()
     }
 
-    /// Whether replacing `stored` by `next` (`None`: deleting it) would leave no active admin where there was one.
-    fn removes_last_admin(&self, stored: &User, next: Option<&User>) -> TxResult<bool> {
-        Ok(is_active_admin(stored) && !next.is_some_and(is_active_admin) && self.active_admins()? == 1)
-    }
-
     /// Writes `user` in place of `stored` (`None`s: absent), keeping the email index and admin counter in step.
     fn save(&self, stored: Option<&User>, user: Option<&User>) -> TxResult<()> {
         match (stored, user) {
@@ -72,7 +63,7 @@ impl<'a> UserTx<'a> {
                 self.emails.insert(user.email.as_str(), user.id.as_bytes().as_slice())?;
             }
         }
-        let (was, is) = (stored.is_some_and(is_active_admin), user.is_some_and(is_active_admin));
+        let (was, is) = (stored.is_some_and(User::is_active_admin), user.is_some_and(User::is_active_admin));
         if was != is {
             let admins = self.active_admins()?;
             let admins = if is { admins + 1 } else { admins.saturating_sub(1) };
@@ -136,22 +127,14 @@ impl UserStore for SledStore {
             .write(move |tx| {
                 let users = UserTx::new(tx);
                 let stored = users.require(user.id)?;
-                if stored.version != expected_version {
-                    return Err(abort(Conflict::VersionMismatch));
-                }
-                if stored.email != user.email && users.email_taken(&user.email, user.id)? {
-                    return Err(abort(Conflict::EmailTaken));
-                }
-                if users.removes_last_admin(&stored, Some(&user))? {
-                    return Err(abort(Conflict::LastActiveAdmin));
-                }
-                let next = User {
-                    version: expected_version + 1,
-                    created_at: stored.created_at,
-                    failed_logins: stored.failed_logins,
-                    last_failed_login_at: stored.last_failed_login_at,
-                    ..user.clone()
-                };
+                let next = decisions::merge_user_update(
+                    &stored,
+                    user.clone(),
+                    expected_version,
+                    |email, id| users.email_taken(email, id),
+                    || users.active_admins(),
+                )?
+                .map_err(abort)?;
                 users.save(Some(&stored), Some(&next))?;
                 JobTx::new(tx).insert(&follow_up)?;
                 Ok(next)
@@ -168,12 +151,8 @@ impl UserStore for SledStore {
                 transaction(trees, |tx| {
                     let users = UserTx::new(tx);
                     let stored = users.require(id)?;
-                    if expected_version.is_some_and(|version| version != stored.version) {
-                        return Err(abort(Conflict::VersionMismatch));
-                    }
-                    if users.removes_last_admin(&stored, None)? {
-                        return Err(abort(Conflict::LastActiveAdmin));
-                    }
+                    decisions::check_user_delete(&stored, expected_version, || users.active_admins())?
+                        .map_err(abort)?;
                     let tokens = TokenTx::new(tx);
                     for hash in &hashes {
                         tokens.delete(hash)?;

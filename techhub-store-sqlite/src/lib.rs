@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use engine::{Durability, SqliteOptions};
 use techhub_core::model::{TokenFamilyId, User, UserId};
-use techhub_core::storage::{Storage, StoreError, StoreResult};
+use techhub_core::storage::{Storage, StoreResult};
 
 /// TechHub storage in a SQLite database.
 pub struct SqliteStore {
@@ -167,11 +167,6 @@ impl SqliteStore {
         self.sessions.invalidate();
         result
     }
-}
-
-/// The id to continue a listing after, or `InvalidInput` for a cursor this store did not issue.
-pub(crate) fn start_after(page: &techhub_core::model::PageRequest) -> StoreResult<Option<uuid::Uuid>> {
-    page.position().map_err(|error| StoreError::InvalidInput(error.message().to_owned()))
 }
 
 /// Escapes `LIKE` wildcards in user text, for `... LIKE ?1 ESCAPE '\'`.

@@ -209,6 +209,11 @@ impl User {
             last_failed_login_at: None,
         }
     }
+
+    /// Whether the user is an active admin: what the last-admin guard counts.
+    pub fn is_active_admin(&self) -> bool {
+        self.active && self.role == Role::Admin
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! same atomic write. A user is never created without its welcome email, and no job exists for a user whose
 //! insert failed.
 
+pub mod decisions;
 mod error;
 
 #[cfg(feature = "conformance")]
@@ -155,7 +156,9 @@ pub trait JobStore: Send + Sync {
     ///
     /// - If the job has a `unique_key` and a queued or running job has that key, returns that job and
     ///   stores nothing. Of concurrent enqueues with one key exactly one job is stored.
-    /// - A job whose id exists fails with [`Conflict::Duplicate`].
+    /// - Otherwise a job whose id exists fails with [`Conflict::Duplicate`]. The key is asked first: enqueueing
+    ///   again a job whose key is still live returns the live job, whatever its id (a retried request is
+    ///   answered, not refused).
     ///
     /// Returns the stored (or existing) job.
     async fn enqueue(&self, job: Job) -> StoreResult<Job>;
