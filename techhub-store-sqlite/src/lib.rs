@@ -110,8 +110,15 @@ impl Storage for SqliteStore {
         }))
     }
 
+    /// Probes what a request needs: a reader that reads a real table, and the writer taking the write lock
+    /// (its round opens `BEGIN IMMEDIATE`). A `SELECT 1` on a pooled reader would answer while every write
+    /// waits on a lock another process holds.
     async fn health(&self) -> StoreResult<()> {
-        self.engine.read(|connection| connection.cached_row("SELECT 1", [], |_| Ok(())).map_err(rows::corrupt)).await
+        let probe = |connection: &rusqlite::Connection| {
+            connection.cached_row("SELECT COUNT(*) FROM job_counts WHERE queue = ''", [], |_| Ok(())).sql()
+        };
+        self.engine.read(probe).await?;
+        self.engine.write(probe).await
     }
 }
 
@@ -152,7 +159,7 @@ pub(crate) trait Sql<T> {
 
 impl<T> Sql<T> for rusqlite::Result<T> {
     fn sql(self) -> StoreResult<T> {
-        self.map_err(rows::corrupt)
+        self.map_err(rows::store_error)
     }
 }
 
