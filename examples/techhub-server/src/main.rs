@@ -66,16 +66,16 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .config(config.clone())
         .jwt_keys(JwtKeys::new(SigningKey::hs256("server", secret.as_bytes())?));
     if let Some(url) = &settings.smtp_url {
-        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from).map_err(|error| {
-            settings::SettingError { variable: "TECHHUB_SMTP_URL", problem: error.message().to_owned() }
-        })?);
+        // Both the URL and the sender were checked with the settings.
+        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from)?);
     }
     let hub = builder.build()?;
 
     if let Some((email, password)) = &settings.admin {
+        // The address and the password were checked with the settings; what is left is the account itself.
         let admin = hub.users().ensure_admin(email, password).await.map_err(|error| settings::SettingError {
             variable: "TECHHUB_ADMIN_EMAIL",
-            problem: format!("the admin could not be set up: {}", error.message()),
+            problem: format!("the admin account could not be set up: {}", error.message()),
         })?;
         tracing::info!(admin = %admin.email, "admin account ready");
     }
