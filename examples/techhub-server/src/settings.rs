@@ -233,7 +233,9 @@ mod tests {
         let admin = |email: &'static str, password: &'static str| {
             vec![("TECHHUB_ADMIN_EMAIL", email), ("TECHHUB_ADMIN_PASSWORD", password)]
         };
-        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+        // (the environment, the variable named, what the message says)
+        type Case = (Vec<(&'static str, &'static str)>, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
             (vec![("TECHHUB_ADDR", "localhost")], "TECHHUB_ADDR", "not an address"),
             (vec![("TECHHUB_STORE", "mysql://db")], "TECHHUB_STORE", "expected sqlite:<file>"),
             (vec![("TECHHUB_JWT_SECRET", "short")], "TECHHUB_JWT_SECRET", "at least 32 bytes"),
