@@ -231,7 +231,8 @@ async fn tokens_of_deleted_disabled_or_password_changed_users_stop_working_at_on
     f.hub.auth().change_password(&session, PASSWORD, "a brand new passphrase").await.expect("changed");
     assert_unauthenticated(&f.rejects(&phone.access_token).await);
     f.hub.auth().authenticate(&laptop.access_token).await.expect("the session that changed it stays");
-    assert!(f.hub.auth().login("moved@example.com", PASSWORD).await.is_err());
+    let old_password = f.hub.auth().login("moved@example.com", PASSWORD).await.expect_err("the old password is dead");
+    assert_eq!(old_password.code(), Some("invalid_credentials"));
     f.hub.auth().login("moved@example.com", "a brand new passphrase").await.expect("new password works");
     let notices = f
         .store
@@ -425,10 +426,9 @@ async fn password_rules_apply_before_hashing_and_absurd_stored_hashes_are_refuse
     let f = fixture();
     let long_ok = Registration { email: "long@example.com".into(), password: "p".repeat(64), name: None };
     f.hub.users().register(long_ok).await.expect("64 characters are fine");
-    let started = std::time::Instant::now();
+    // That a 1 MB password is refused before any hashing is counted in tests/password_work.rs.
     let huge = Registration { email: "huge@example.com".into(), password: "p".repeat(1024 * 1024), name: None };
     assert_eq!(f.hub.users().register(huge).await.expect_err("1 MB").kind(), ErrorKind::InvalidInput);
-    assert!(started.elapsed() < Duration::from_secs(1), "refused before hashing");
     for (email, password) in [
         ("same@example.com", "same@example.com"),
         ("common@example.com", "password123"),
@@ -489,8 +489,9 @@ async fn lockout_refuses_even_the_right_password_until_it_passes() {
     f.hub.auth().login("lock@example.com", "wrong guess!").await.expect_err("wrong");
     f.login("lock@example.com").await;
     // Attempts during a lockout are refused without counting; a failure after it ends doubles the window.
-    for _ in 0..5 {
-        let _ = f.hub.auth().login("lock@example.com", "wrong guess!").await;
+    for attempt in 1..=5 {
+        let refused = f.hub.auth().login("lock@example.com", "wrong guess!").await.expect_err("wrong");
+        assert_eq!(refused.code(), Some("invalid_credentials"), "attempt {attempt} counts as a failure");
     }
     assert_eq!(
         f.hub.auth().login("lock@example.com", "wrong guess!").await.expect_err("locked").kind(),

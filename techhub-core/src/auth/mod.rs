@@ -8,5 +8,6 @@ mod service;
 
 pub(crate) use jwt::AccessTokens;
 pub use jwt::{AccessClaims, JwtKeys, MIN_SECRET_BYTES, SigningKey};
+pub use password::PASSWORD_HASHES_METRIC;
 pub use password_rules::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, check_new_password};
 pub use service::{AuthService, Session, TokenPair};
