@@ -61,7 +61,7 @@ async fn liveness_and_readiness() {
     let ready = body(response).await;
     assert_eq!(ready["status"], "ok", "{ready}");
     assert_eq!(ready["checks"]["storage"], "ok", "{ready}");
-    assert_eq!(ready["checks"]["store"], "memory", "{ready}");
+    assert_eq!(ready["checks"]["store"], server.hub.storage().backend(), "{ready}");
     // The idle server's workers are counted before any job exists: two on `default`, one on `email`.
     assert_eq!(ready["checks"]["workers"], 3, "{ready}");
 }

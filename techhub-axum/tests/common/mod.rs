@@ -1,5 +1,8 @@
-//! The shared harness of the black-box suite: a real server on `127.0.0.1:0` over a memory store, an admin,
-//! accounts, a real HTTP client and a real WebSocket client, and assertions on problem responses.
+//! The shared harness of the black-box suite: a real server on `127.0.0.1:0`, an admin, accounts, a real HTTP
+//! client and a real WebSocket client, and assertions on problem responses.
+//!
+//! The store is a fresh memory store, or with `TECHHUB_TEST_STORE=sqlite` a SQLite file in a temporary
+//! directory (the default store of every real user): the test script runs the suite on both.
 
 #![allow(dead_code)]
 
@@ -20,6 +23,7 @@ use techhub_core::storage::DynStorage;
 use techhub_core::users::Registration;
 use techhub_core::{Config, TechHub};
 use techhub_store_memory::MemoryStore;
+use techhub_store_sqlite::SqliteStore;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -54,7 +58,7 @@ pub(crate) struct Options {
     pub(crate) clock: Option<ManualClock>,
     /// Whether to run workers (`default` and `email` queues) in the process.
     pub(crate) workers: bool,
-    /// The store (a fresh memory store by default).
+    /// The store (by default a fresh one of the kind `TECHHUB_TEST_STORE` names: `memory` or `sqlite`).
     pub(crate) store: Option<DynStorage>,
 }
 
@@ -93,6 +97,8 @@ pub(crate) struct Server {
     pub(crate) admin: Account,
     workers: Option<WorkerHandle>,
     serving: tokio::task::JoinHandle<()>,
+    /// The directory of a SQLite store, removed with the server.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -108,7 +114,10 @@ pub(crate) async fn start() -> Server {
 
 /// A server with `options`.
 pub(crate) async fn start_with(options: Options) -> Server {
-    let store: DynStorage = options.store.clone().unwrap_or_else(|| Arc::new(MemoryStore::new()));
+    let (store, data) = match options.store.clone() {
+        Some(store) => (store, None),
+        None => fresh_store(),
+    };
     let outbox = OutboxNotifier::new();
     let mut auth = AuthConfig::default();
     // Cheap hashing: the rules are the same, only the cost differs.
@@ -154,7 +163,21 @@ pub(crate) async fn start_with(options: Options) -> Server {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serves");
     });
     let http = reqwest::Client::builder().no_proxy().build().expect("client");
-    Server { base: format!("http://{addr}"), addr, hub, outbox, http, admin, workers, serving }
+    Server { base: format!("http://{addr}"), addr, hub, outbox, http, admin, workers, serving, _data: data }
+}
+
+/// A fresh store of the kind `TECHHUB_TEST_STORE` names (`memory`, the default, or `sqlite`), with the
+/// directory a SQLite file lives in.
+fn fresh_store() -> (DynStorage, Option<tempfile::TempDir>) {
+    match std::env::var("TECHHUB_TEST_STORE").as_deref() {
+        Ok("sqlite") => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = SqliteStore::open(dir.path().join("techhub.db")).expect("the SQLite store opens");
+            (Arc::new(store), Some(dir))
+        }
+        Ok("memory") | Err(_) => (Arc::new(MemoryStore::new()), None),
+        Ok(other) => panic!("TECHHUB_TEST_STORE={other:?}: expected memory or sqlite"),
+    }
 }
 
 impl Server {
