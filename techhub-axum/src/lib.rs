@@ -1,6 +1,6 @@
 //! # TechHub over HTTP
 //!
-//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`API.md`): auth,
+//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`docs/http-api.md` in the repository): auth,
 //! users, jobs, live events over a WebSocket, health, Prometheus metrics and an OpenAPI 3.1 document. Only
 //! HTTP concerns live here (parsing, status codes, headers, limits); every rule (who may do what, what is
 //! valid) is the core's.

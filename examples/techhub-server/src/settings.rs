@@ -1,4 +1,4 @@
-//! The server's configuration, read from the environment (API.md, "Example server configuration"). Any bad
+//! The server's configuration, read from the environment (docs/http-api.md, "The example server's environment"). Any bad
 //! value stops the server at start with a message naming the variable.
 
 use std::fmt;
