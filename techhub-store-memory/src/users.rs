@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use techhub_core::model::{Email, Job, Page, PageRequest, User, UserFilter, UserId};
+use techhub_core::model::{Email, Job, Page, PageRequest, User, UserCounts, UserFilter, UserId};
 use techhub_core::storage::{Conflict, StoreError, StoreResult, TokenSelector, UserStore, decisions};
 
 use crate::{MemoryStore, lock, paging, read, write};
@@ -14,6 +14,7 @@ pub(crate) struct UserTables {
     by_id: BTreeMap<UserId, User>,
     by_email: HashMap<Email, UserId>,
     active_admins: usize,
+    counts: UserCounts,
 }
 
 #[async_trait]
@@ -32,6 +33,7 @@ impl UserStore for MemoryStore {
         user.version = 1;
         users.by_email.insert(user.email.clone(), user.id);
         users.active_admins += usize::from(user.is_active_admin());
+        users.counts.follow(None, Some(&user));
         users.by_id.insert(user.id, user.clone());
         jobs.insert_checked(&self.jobs, follow_up);
         Ok(user)
@@ -66,6 +68,7 @@ impl UserStore for MemoryStore {
         }
         tables.active_admins =
             tables.active_admins - usize::from(stored.is_active_admin()) + usize::from(user.is_active_admin());
+        tables.counts.follow(Some(stored), Some(&user));
         tables.by_id.insert(user.id, user.clone());
         jobs.insert_checked(&self.jobs, follow_up);
         Ok(user)
@@ -77,6 +80,9 @@ impl UserStore for MemoryStore {
         decisions::check_user_delete(stored, expected_version, || Ok::<_, StoreError>(users.active_admins as u64))??;
         let was_active_admin = stored.is_active_admin();
         let email = stored.email.clone();
+        let mut counts = users.counts;
+        counts.follow(Some(stored), None);
+        users.counts = counts;
         // Sessions end with the user, in the same critical section.
         lock(&self.tokens).revoke(TokenSelector::User { user_id: id, kind: None, except_family: None });
         users.by_email.remove(&email);
@@ -99,6 +105,10 @@ impl UserStore for MemoryStore {
         user.failed_logins = 0;
         user.last_failed_login_at = None;
         Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<UserCounts> {
+        Ok(read(&self.users).counts)
     }
 
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {

@@ -115,6 +115,7 @@ impl SledStore {
             }
         };
         let trees = Trees::open(&db)?;
+        users::backfill_counts(&trees)?;
         let writer = Writer::start(db.clone(), trees.clone(), options.flush == FlushPolicy::EveryWrite)?;
         tracing::debug!(path = %path.display(), recovered = db.was_recovered(), "sled store opened");
         Ok(Self { writer, trees, db, path: Some(path.to_owned()), flush: Some(options.flush) })

@@ -3,11 +3,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use techhub_core::model::{Email, Job, Page, PageRequest, User, UserFilter, UserId};
+use techhub_core::model::{Email, Job, Page, PageRequest, User, UserCounts, UserFilter, UserId};
 use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore, decisions};
 
 use crate::SledStore;
-use crate::engine::{Sled, TreeId, counter};
+use crate::engine::{Sled, TreeId, Trees, counter};
 use crate::job_index::{JobTx, NewJob};
 use crate::paging::{page_of, trailing_id};
 use crate::rows::{decode_user, encode_user};
@@ -15,6 +15,40 @@ use crate::tokens::{TokenTx, tokens_of_user};
 use crate::tx::{OrAbort, Tx, TxResult, TxTree, abort, transaction};
 
 const ACTIVE_ADMINS: &[u8] = b"active_admins";
+/// The [`UserCounts`], as three big-endian `u64`s (total, active, admins).
+const USER_COUNTS: &[u8] = b"user_counts";
+
+fn encode_counts(counts: &UserCounts) -> [u8; 24] {
+    let mut bytes = [0; 24];
+    for (slot, value) in bytes.chunks_exact_mut(8).zip([counts.total, counts.active, counts.admins]) {
+        slot.copy_from_slice(&value.to_be_bytes());
+    }
+    bytes
+}
+
+fn decode_counts(bytes: Option<&[u8]>) -> StoreResult<UserCounts> {
+    let Some(bytes) = bytes else { return Ok(UserCounts::default()) };
+    let part = |index: usize| counter(bytes.get(index * 8..index * 8 + 8));
+    if bytes.len() != 24 {
+        return Err(crate::codec::corrupt("the user counts are not 24 bytes"));
+    }
+    Ok(UserCounts { total: part(0)?, active: part(1)?, admins: part(2)? })
+}
+
+/// Databases written before the user counts existed get them once, at open, from one scan of the users.
+pub(crate) fn backfill_counts(trees: &Trees) -> StoreResult<()> {
+    let counts_tree = &trees[TreeId::UserCounts];
+    if counts_tree.get(USER_COUNTS).sled()?.is_some() {
+        return Ok(());
+    }
+    let mut counts = UserCounts::default();
+    for entry in trees[TreeId::Users].iter() {
+        let (key, row) = entry.sled()?;
+        counts.follow(None, Some(&decode_user(UserId::from_uuid(trailing_id(&key)?), &row)?));
+    }
+    counts_tree.insert(USER_COUNTS, encode_counts(&counts).as_slice()).sled()?;
+    Ok(())
+}
 
 /// The user trees as one call sees them: rows, the email index and the counters.
 struct UserTx<'a> {
@@ -63,6 +97,9 @@ impl<'a> UserTx<'a> {
                 self.emails.insert(user.email.as_str(), user.id.as_bytes().as_slice())?;
             }
         }
+        let mut counts = decode_counts(self.counts.get(USER_COUNTS)?.as_deref()).or_abort()?;
+        counts.follow(stored, user);
+        self.counts.insert(USER_COUNTS, encode_counts(&counts).as_slice())?;
         let (was, is) = (stored.is_some_and(User::is_active_admin), user.is_some_and(User::is_active_admin));
         if was != is {
             let admins = self.active_admins()?;
@@ -180,6 +217,10 @@ impl UserStore for SledStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn count_users(&self) -> StoreResult<UserCounts> {
+        decode_counts(self.trees[TreeId::UserCounts].get(USER_COUNTS).sled()?.as_deref())
     }
 
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {

@@ -102,3 +102,25 @@ fn a_newer_layout_is_refused() {
     let Err(StoreError::Corrupt(source)) = &refused else { panic!("a newer layout must be refused: {refused:?}") };
     assert!(source.to_string().contains("newer"), "{source}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_user_counts_gets_them_at_open() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    {
+        let store = SledStore::open(&path).expect("opens");
+        for (address, role) in [("root@example.com", Role::Admin), ("kim@example.com", Role::User)] {
+            let user = User::new(Email::parse(address).expect("valid"), "Someone", role, t0());
+            store.insert_user(user, vec![]).await.expect("insert works");
+        }
+    }
+    {
+        // What an older TechHub left: users, and no counts.
+        let db = sled::open(&path).expect("sled opens the directory");
+        db.open_tree("user_counts").expect("the counts tree").remove(b"user_counts").expect("removes");
+        db.flush().expect("flushes");
+    }
+    let store = SledStore::open(&path).expect("opens");
+    let counts = store.count_users().await.expect("counts");
+    assert_eq!((counts.total, counts.active, counts.admins), (2, 2, 1));
+}

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
+use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserCounts, UserFilter, UserId};
 use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore, decisions};
 
 use crate::CachedStatements;
@@ -160,6 +160,22 @@ impl UserStore for SqliteStore {
             if changed == 0 { Err(StoreError::NotFound) } else { Ok(()) }
         })
         .await
+    }
+
+    async fn count_users(&self) -> StoreResult<UserCounts> {
+        // Answered from the (role, active) index alone: no user row is read.
+        self.engine
+            .read(|connection| {
+                connection
+                    .cached_row(
+                        "SELECT COUNT(*), COALESCE(SUM(active), 0), COALESCE(SUM(role = 'admin'), 0) FROM users \
+                         INDEXED BY users_active_admins",
+                        [],
+                        |row| Ok(UserCounts { total: row.get(0)?, active: row.get(1)?, admins: row.get(2)? }),
+                    )
+                    .sql()
+            })
+            .await
     }
 
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {

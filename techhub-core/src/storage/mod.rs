@@ -31,7 +31,8 @@ pub use self::error::{Conflict, StoreError, StoreResult};
 use crate::model::{
     Artifact, Build, BuildFilter, BuildId, Consumed, Email, Job, JobFailure, JobFilter, JobId, JobState, Lease,
     LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId, Page, PageRequest,
-    Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserFilter, UserId, WorkerId,
+    Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId,
+    WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -84,6 +85,11 @@ pub trait UserStore: Send + Sync {
     /// Resets the failure count after a successful sign-in. The version does not change. A missing user is
     /// `NotFound`.
     async fn clear_login_failures(&self, id: UserId) -> StoreResult<()>;
+
+    /// How many users there are (all, active, admins), without loading them.
+    ///
+    /// The counts follow every insert, update and delete at once.
+    async fn count_users(&self) -> StoreResult<UserCounts>;
 
     /// A page of users passing `filter`, in id order.
     ///

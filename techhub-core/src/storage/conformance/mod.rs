@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             users_cursor_listing_never_skips_or_repeats_during_deletes,
             users_list_filters_by_role_active_and_substring,
             users_list_rejects_forged_cursor,
+            users_counts_follow_every_write,
             users_insert_with_follow_up_jobs_is_atomic,
             users_update_with_follow_up_jobs_is_atomic,
             users_login_failures_count_atomically,

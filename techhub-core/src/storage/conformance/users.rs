@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use super::fixtures::{admin, all_jobs, at, conflict, email, job, spec, t0, user};
 use crate::model::{
     Build, BuildFilter, Channel, Cursor, Module, NewJob, Notification, PageRequest, PasswordHash, Role, TokenFamilyId,
-    TokenHash, TokenKind, TokenRecord, User, UserFilter, UserId,
+    TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId,
 };
 use crate::storage::{Conflict, DynStorage, StoreError};
 
@@ -269,6 +269,35 @@ pub async fn users_list_filters_by_role_active_and_substring(store: DynStorage) 
     assert_eq!(emails(UserFilter { query: Some("%".into()), ..Default::default() }).await, Vec::<String>::new());
     assert_eq!(emails(UserFilter { query: Some("_".into()), ..Default::default() }).await, Vec::<String>::new());
     assert_eq!(emails(UserFilter::default()).await.len(), 3);
+}
+
+/// User counts (all, active, admins) follow inserts, updates and deletes, refused writes changing nothing.
+pub async fn users_counts_follow_every_write(store: DynStorage) {
+    let counts = |total, active, admins| UserCounts { total, active, admins };
+    assert_eq!(store.count_users().await.expect("counts"), counts(0, 0, 0));
+    let root = store.insert_user(admin("root@example.com"), vec![]).await.expect("insert works");
+    let kim = store.insert_user(user("kim@example.com"), vec![]).await.expect("insert works");
+    let mut off = user("off@example.com");
+    off.active = false;
+    let off = store.insert_user(off, vec![]).await.expect("insert works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 2, 1));
+    let _ = conflict(store.insert_user(user("KIM@example.com"), vec![]).await);
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 2, 1), "a refused insert counted");
+
+    let kim = store.update_user(User { role: Role::Admin, ..kim.clone() }, kim.version, vec![]).await.expect("ok");
+    store.update_user(User { active: true, ..off.clone() }, off.version, vec![]).await.expect("update works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 3, 2));
+    let stale = store.update_user(User { active: false, ..off.clone() }, off.version, vec![]).await;
+    assert_eq!(conflict(stale), Conflict::VersionMismatch);
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 3, 2), "a refused update counted");
+
+    store.update_user(User { active: false, ..kim.clone() }, kim.version, vec![]).await.expect("update works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 2, 2), "a disabled admin is still an admin");
+    store.delete_user(kim.id, None).await.expect("delete works");
+    store.delete_user(off.id, None).await.expect("delete works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(1, 1, 1));
+    assert_eq!(conflict(store.delete_user(root.id, None).await), Conflict::LastActiveAdmin);
+    assert_eq!(store.count_users().await.expect("counts"), counts(1, 1, 1));
 }
 
 /// A cursor the store did not issue is `InvalidInput`.
