@@ -35,6 +35,12 @@ fn decode_counts(bytes: Option<&[u8]>) -> StoreResult<UserCounts> {
     Ok(UserCounts { total: part(0)?, active: part(1)?, admins: part(2)? })
 }
 
+/// The user with `id`, read outside the writer.
+pub(crate) fn load_user(trees: &Trees, id: UserId) -> StoreResult<Option<User>> {
+    let Some(row) = trees[TreeId::Users].get(id.as_bytes()).sled()? else { return Ok(None) };
+    decode_user(id, &row).map(Some)
+}
+
 /// Databases written before the user counts existed get them once, at open, from one scan of the users.
 pub(crate) fn backfill_counts(trees: &Trees) -> StoreResult<()> {
     let counts_tree = &trees[TreeId::UserCounts];
@@ -147,15 +153,18 @@ impl UserStore for SledStore {
     }
 
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let Some(row) = self.trees[TreeId::Users].get(id.as_bytes()).sled()? else { return Ok(None) };
-        decode_user(id, &row).map(Some)
+        self.read(move |trees| load_user(trees, id)).await
     }
 
     async fn get_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
-        let Some(id) = self.trees[TreeId::Emails].get(email.as_str()).sled()? else { return Ok(None) };
-        let id = UserId::from_uuid(trailing_id(&id)?);
-        // The two reads are not one snapshot: a user whose address changed in between is not this address's.
-        Ok(self.get_user(id).await?.filter(|user| user.email == *email))
+        let email = email.clone();
+        self.read(move |trees| {
+            let Some(id) = trees[TreeId::Emails].get(email.as_str()).sled()? else { return Ok(None) };
+            let id = UserId::from_uuid(trailing_id(&id)?);
+            // The two reads are not one snapshot: a user whose address changed in between is not this address's.
+            Ok(load_user(trees, id)?.filter(|user| user.email == email))
+        })
+        .await
     }
 
     async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
@@ -220,12 +229,16 @@ impl UserStore for SledStore {
     }
 
     async fn count_users(&self) -> StoreResult<UserCounts> {
-        decode_counts(self.trees[TreeId::UserCounts].get(USER_COUNTS).sled()?.as_deref())
+        self.read(|trees| decode_counts(trees[TreeId::UserCounts].get(USER_COUNTS).sled()?.as_deref())).await
     }
 
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {
-        let load =
-            |key: &sled::IVec, row: &sled::IVec| decode_user(UserId::from_uuid(trailing_id(key)?), row).map(Some);
-        page_of(&self.trees[TreeId::Users], &[], page, load, |user| filter.matches(user), |user| user.id.into())
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |trees| {
+            let load =
+                |key: &sled::IVec, row: &sled::IVec| decode_user(UserId::from_uuid(trailing_id(key)?), row).map(Some);
+            page_of(&trees[TreeId::Users], &[], &page, load, |user| filter.matches(user), |user| user.id.into())
+        })
+        .await
     }
 }
