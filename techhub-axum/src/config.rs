@@ -20,6 +20,15 @@ pub struct HttpConfig {
     pub import_body_limit: usize,
     /// Events a WebSocket client may have waiting before it is closed with 1013 (try again later).
     pub event_buffer: usize,
+    /// Largest message (and frame) a WebSocket client may send (4 KiB: a subscription of ~100 ids). A larger
+    /// one closes the socket.
+    pub ws_max_message: usize,
+    /// How long a socket that did not pass `?access_token=` has to send its auth message (3 s).
+    pub ws_auth_timeout: Duration,
+    /// How often a socket re-checks its session, so that a revoked session or a disabled, deleted or demoted
+    /// user takes effect within this time even when no event announces it (500 ms). Changes announced on the
+    /// event bus (the user's own `user.updated` or `user.deleted`) are applied before the next event.
+    pub ws_session_check: Duration,
 }
 
 impl Default for HttpConfig {
@@ -31,6 +40,9 @@ impl Default for HttpConfig {
             body_limit: 1024 * 1024,
             import_body_limit: 32 * 1024 * 1024,
             event_buffer: 256,
+            ws_max_message: 4 * 1024,
+            ws_auth_timeout: Duration::from_secs(3),
+            ws_session_check: Duration::from_millis(500),
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct Session {
     pub actor: Actor,
     /// The session (refresh-token family) the access token belongs to.
     pub session_id: TokenFamilyId,
+    /// When the access token expires (its `exp`, without the leeway): a long-lived connection authenticated
+    /// by it (a WebSocket) ends then.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One live session of a user.
@@ -246,9 +249,12 @@ impl AuthService {
         let now = hub.now();
         let claims = hub.access_tokens().verify(access_token, now)?;
         match hub.storage().session_user(claims.sid, claims.sub, now).await? {
-            Some(user) if user.active => {
-                Ok(Session { actor: Actor::user(user.id, user.role), user, session_id: claims.sid })
-            }
+            Some(user) if user.active => Ok(Session {
+                actor: Actor::user(user.id, user.role),
+                user,
+                session_id: claims.sid,
+                expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            }),
             _ => Err(invalid_token()),
         }
     }
