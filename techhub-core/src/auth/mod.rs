@@ -5,6 +5,7 @@ pub(crate) mod one_time;
 pub(crate) mod password;
 mod password_rules;
 mod service;
+pub(crate) mod throttle;
 
 pub(crate) use jwt::AccessTokens;
 pub use jwt::{AccessClaims, JwtKeys, MIN_SECRET_BYTES, SigningKey};
