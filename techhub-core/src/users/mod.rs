@@ -124,13 +124,25 @@ impl UserService {
         Ok(stored)
     }
 
-    /// Creates the admin `email` with `password`, or makes the existing user with that address an active admin
-    /// (its password is kept). For bootstrapping a deployment.
+    /// Creates the admin `email` with `password` when no account has that address; keeps an existing active
+    /// admin as it is (its password untouched). An existing account that is not an active admin is promoted
+    /// only if `password` verifies against its own: bootstrapping must not hand admin rights over an account
+    /// someone else registered. Otherwise it fails with a `Conflict` with code `admin_email_taken` and changes
+    /// nothing. For bootstrapping a deployment.
     pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<User> {
         let email = Email::parse(email)?;
         if let Some(existing) = self.hub.storage().get_user_by_email(&email).await? {
             if existing.role == Role::Admin && existing.active {
                 return Ok(existing);
+            }
+            let verified = self.hub.passwords().verify(password, existing.password_hash.as_ref()).await?;
+            if !matches!(verified, crate::auth::password::Verified::Valid { .. }) {
+                tracing::warn!(user_id = %existing.id, "refusing to promote an existing account whose password does not match");
+                return Err(Error::conflict(
+                    "an account with this address exists and is not an admin; the configured password does not \
+                     match it, so it is not promoted",
+                )
+                .with_code("admin_email_taken"));
             }
             return self
                 .modify(existing.id, |user| {
