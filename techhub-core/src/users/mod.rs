@@ -231,13 +231,18 @@ impl UserService {
         Ok(())
     }
 
-    /// Enqueues an import of users (admins only); the job's result is an [`ImportReport`].
+    /// Enqueues an import of users (admins only); the job's result is an [`ImportReport`]. The file is parsed
+    /// and its passwords hashed (and checked against the password rules) before the job is stored, so no
+    /// plaintext password is ever written; a file of the wrong shape is `InvalidInput` and stores nothing.
+    /// The job's payload is discarded when it finishes.
     pub async fn import(&self, actor: &Actor, format: TransferFormat, data: String) -> Result<Job> {
         if !actor.is_privileged() {
             return Err(Error::forbidden("only admins may import users"));
         }
-        let spec = NewJob::new(transfer::IMPORT, json!({ "format": format, "data": data }));
-        self.hub.jobs().enqueue(actor, spec).await
+        let payload = transfer::prepare_import(&self.hub, format, data).await?;
+        let payload = serde_json::to_value(payload)
+            .map_err(|error| Error::internal(format!("an import could not be stored: {error}")))?;
+        self.hub.jobs().enqueue(actor, NewJob::new(transfer::IMPORT, payload)).await
     }
 
     /// Enqueues an export of every user (admins only); the file is the job's artifact. Never includes hashes.
