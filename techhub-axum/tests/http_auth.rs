@@ -364,3 +364,33 @@ async fn an_email_is_verified_with_the_emailed_token_once() {
         server.post("/api/v1/auth/verify-email", None, &json!({ "token": "x", "email": "vera@example.com" })).await;
     assert_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_change_voids_the_links_sent_to_the_old_address() {
+    let server = start().await;
+    let user = server.account("mover@example.com").await;
+    let verify_mail = server.wait_mail("mover@example.com", "Confirm your email address").await;
+    let verify_token = link_token(&verify_mail.text, "verify-email");
+    let forgot = server.post("/api/v1/auth/password/forgot", None, &json!({ "email": "mover@example.com" })).await;
+    assert_eq!(forgot.status(), StatusCode::ACCEPTED);
+    let reset_mail = server.wait_mail("mover@example.com", "Reset your TechHub password").await;
+    let reset_token = link_token(&reset_mail.text, "reset-password");
+
+    let path = format!("/api/v1/users/{}", user.id);
+    let moved = server.patch(&path, Some(&server.admin.access), &json!({ "email": "moved@example.com" })).await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    assert_eq!(body(moved).await["email_verified"], false);
+
+    let reset = json!({ "token": reset_token, "new_password": "a takeover passphrase" });
+    let response = server.post("/api/v1/auth/password/reset", None, &reset).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    let response = server.post("/api/v1/auth/verify-email", None, &json!({ "token": verify_token })).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+
+    // The new address gets its own link, which works.
+    let mail = server.wait_mail("moved@example.com", "Confirm your email address").await;
+    let token = link_token(&mail.text, "verify-email");
+    let response = server.post("/api/v1/auth/verify-email", None, &json!({ "token": token })).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.login("moved@example.com", PASSWORD).await["user"]["email_verified"], true);
+}

@@ -13,7 +13,7 @@ pub use self::transfer::{ImportReport, ImportRow, RowError, TransferFormat};
 use crate::actor::Actor;
 use crate::auth::check_new_password;
 use crate::events::EventKind;
-use crate::model::{Email, Job, NewJob, Page, PageRequest, Role, User, UserFilter, UserId};
+use crate::model::{Email, Job, NewJob, Page, PageRequest, Role, TokenKind, User, UserFilter, UserId};
 use crate::notify::kinds;
 use crate::storage::{Conflict, StoreError, TokenSelector};
 use crate::{Error, Result, TechHub};
@@ -177,7 +177,8 @@ impl UserService {
 
     /// Applies `patch` to user `id`, optionally only if its version is still `expected_version` (else a
     /// `Conflict` with code `version_mismatch`). Users may change only their own name; anything else is
-    /// `Forbidden` and changes nothing. Disabling a user ends its sessions at once.
+    /// `Forbidden` and changes nothing. Disabling a user ends its sessions at once. A new email address is
+    /// unverified, and every reset or verification link issued before the change stops working.
     pub async fn update(
         &self,
         actor: &Actor,
@@ -193,32 +194,49 @@ impl UserService {
             return Err(user_conflict(StoreError::Conflict(Conflict::VersionMismatch)));
         }
         let version = user.version;
-        let mut follow_up = Vec::new();
         if let Some(name) = &patch.name {
             user.name = clean_name(Some(name))?;
         }
+        let mut email_changed = false;
         if let Some(email) = &patch.email {
             let email = Email::parse(email)?;
             if email != user.email {
                 user.email = email;
                 user.email_verified = false;
-                follow_up.push(
-                    self.hub.jobs().prepare(&Actor::System, NewJob::new(kinds::VERIFY, json!({ "user_id": id })))?,
-                );
+                email_changed = true;
             }
         }
         let disabling = patch.active == Some(false) && user.active;
         user.role = patch.role.unwrap_or(user.role);
         user.active = patch.active.unwrap_or(user.active);
         user.updated_at = self.hub.now();
-        let stored = self.hub.storage().update_user(user, version, follow_up.clone()).await.map_err(user_conflict)?;
-        self.hub.jobs().announce(&follow_up);
+        let stored = self.hub.storage().update_user(user, version, vec![]).await.map_err(user_conflict)?;
         if disabling {
             let sessions = TokenSelector::User { user_id: id, kind: None, except_family: None };
             self.hub.storage().revoke_tokens(sessions).await?;
         }
+        if email_changed {
+            self.void_links_of_old_address(id).await?;
+        }
         self.publish(EventKind::UserUpdated, &stored);
         Ok(stored)
+    }
+
+    /// After an email change: voids every reset and verification link (they went to the old address, and a
+    /// verification link would otherwise confirm the new one), then mails the new address a verification
+    /// link. In that order, so the new link is never voided: a mail job that runs meanwhile reads the new
+    /// address. (The verification mail is enqueued after the change rather than with it; should that fail,
+    /// the user asks for another.)
+    async fn void_links_of_old_address(&self, user_id: UserId) -> Result<()> {
+        let storage = self.hub.storage();
+        for kind in [TokenKind::PasswordReset, TokenKind::EmailVerify] {
+            storage.revoke_tokens(TokenSelector::User { user_id, kind: Some(kind), except_family: None }).await?;
+        }
+        let verify = NewJob::new(kinds::VERIFY, json!({ "user_id": user_id })).unique_key(format!("verify:{user_id}"));
+        if let Err(error) = self.hub.jobs().enqueue(&Actor::System, verify).await {
+            tracing::warn!(%user_id, %error, "the new address's verification mail could not be enqueued");
+        }
+        Ok(())
     }
 
     /// Deletes a user (an admin, or the user itself), ending its sessions in the same write. The last active
