@@ -232,14 +232,7 @@ async fn a_csv_import_is_handled_row_by_row_and_a_retry_creates_nothing_twice() 
 
     let json_rows =
         json!([{ "email": "json@example.com", "name": "Jay" }, { "email": "json@example.com" }, { "nope": 1 }]);
-    let job = hub
-        .jobs()
-        .enqueue(
-            &as_root,
-            techhub_core::model::NewJob::new("users.import", json!({ "format": "json", "data": json_rows })),
-        )
-        .await
-        .expect("enqueued");
+    let job = hub.users().import(&as_root, TransferFormat::Json, json_rows.to_string()).await.expect("enqueued");
     let report: ImportReport =
         serde_json::from_value(run_to_end(&hub, &job).await.result.expect("report")).expect("shape");
     assert_eq!((report.created, report.skipped, report.failed), (1, 1, 1));
