@@ -3,15 +3,20 @@
 
 use std::time::Duration;
 
+use crate::client_address::Cidr;
+
 /// Settings of [`router`](crate::router).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Origins allowed to call the API from a browser (`https://app.example.com`); empty: no CORS headers,
     /// so browsers allow same-origin calls only.
     pub cors_origins: Vec<String>,
-    /// Requests per minute one client address may make to the auth routes; 0 turns the per-address limit
-    /// off (the core's per-account lockout stays).
+    /// Requests per minute one client address (an IPv6 client's /64) may make to the auth routes; 0 turns
+    /// the per-address limit off (the core's per-account lockout stays).
     pub auth_rate_limit_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (empty: none, the TCP peer is the client). The
+    /// client is the right-most hop that is not one of them.
+    pub trusted_proxies: Vec<Cidr>,
     /// Longest time a request may take before it is answered 408 (WebSocket sessions are not limited).
     pub request_timeout: Duration,
     /// Largest request body (1 MiB).
@@ -36,6 +41,7 @@ impl Default for HttpConfig {
         Self {
             cors_origins: Vec::new(),
             auth_rate_limit_per_minute: 60,
+            trusted_proxies: Vec::new(),
             request_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
             import_body_limit: 32 * 1024 * 1024,

@@ -394,3 +394,41 @@ async fn an_email_change_voids_the_links_sent_to_the_old_address() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(server.login("moved@example.com", PASSWORD).await["user"]["email_verified"], true);
 }
+
+/// Signs in as nobody from `127.0.0.1`, claiming to forward for `forwarded_for`: the status.
+async fn login_forwarded(server: &common::Server, forwarded_for: &str) -> StatusCode {
+    let wrong = json!({ "email": "nobody@example.com", "password": PASSWORD });
+    let request = server.request(reqwest::Method::POST, "/api/v1/auth/login", None).json(&wrong);
+    request.header("x-forwarded-for", forwarded_for).send().await.expect("sent").status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_buy_a_fresh_budget() {
+    let http = HttpConfig { auth_rate_limit_per_minute: 2, ..HttpConfig::default() };
+    let server = start_with(Options { http, workers: false, ..Options::default() }).await;
+    assert_eq!(login_forwarded(&server, "198.51.100.1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_forwarded(&server, "198.51.100.2").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_forwarded(&server, "198.51.100.3").await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let http = HttpConfig {
+        auth_rate_limit_per_minute: 2,
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("a CIDR")],
+        ..HttpConfig::default()
+    };
+    let server = start_with(Options { http, workers: false, ..Options::default() }).await;
+    for _ in 0..2 {
+        assert_eq!(login_forwarded(&server, "198.51.100.1").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_forwarded(&server, "198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not held back; a spoofed left-most hop changes nothing.
+    assert_eq!(login_forwarded(&server, "198.51.100.2").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_forwarded(&server, "6.6.6.6, 198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // Two addresses of one IPv6 /64 share a budget.
+    for _ in 0..2 {
+        assert_eq!(login_forwarded(&server, "2001:db8:0:1::1").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_forwarded(&server, "2001:db8:0:1::ffff").await, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -101,6 +101,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let http = techhub_axum::HttpConfig {
         cors_origins: settings.cors_origins.clone(),
         auth_rate_limit_per_minute: settings.auth_rate_limit,
+        trusted_proxies: settings.trusted_proxies.clone(),
         ..techhub_axum::HttpConfig::default()
     };
     let app = techhub_axum::router(hub.clone(), http);

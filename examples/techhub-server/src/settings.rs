@@ -38,6 +38,7 @@ pub(crate) struct Settings {
     pub(crate) cors_origins: Vec<String>,
     pub(crate) public_url: Option<String>,
     pub(crate) auth_rate_limit: u32,
+    pub(crate) trusted_proxies: Vec<techhub_axum::Cidr>,
     pub(crate) log_filter: String,
     pub(crate) log_format: LogFormat,
 }
@@ -54,6 +55,7 @@ impl fmt::Debug for Settings {
             .field("cors_origins", &self.cors_origins)
             .field("public_url", &self.public_url)
             .field("auth_rate_limit", &self.auth_rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +167,8 @@ impl Settings {
             })?,
         };
 
+        let trusted_proxies = trusted_proxies(get("TECHHUB_TRUSTED_PROXIES").as_deref())?;
+
         let log_filter = get("TECHHUB_LOG").unwrap_or_else(|| "info".to_owned());
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|error| invalid("TECHHUB_LOG", format!("{log_filter:?}: {error}")))?;
@@ -185,10 +189,24 @@ impl Settings {
             cors_origins,
             public_url,
             auth_rate_limit,
+            trusted_proxies,
             log_filter,
             log_format,
         })
     }
+}
+
+/// `TECHHUB_TRUSTED_PROXIES`: comma-separated CIDRs (or single addresses) whose `X-Forwarded-For` is believed.
+fn trusted_proxies(value: Option<&str>) -> Result<Vec<techhub_axum::Cidr>, SettingError> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|cidr| !cidr.is_empty())
+        .map(|cidr| {
+            cidr.parse().map_err(|error: techhub_axum::CidrError| invalid("TECHHUB_TRUSTED_PROXIES", error.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,6 +240,7 @@ mod tests {
             ("TECHHUB_PUBLIC_URL", "example.com"),
             ("TECHHUB_AUTH_RATE_LIMIT", "-1"),
             ("TECHHUB_LOG_FORMAT", "xml"),
+            ("TECHHUB_TRUSTED_PROXIES", "10.0.0.0/8, not-a-network"),
             ("TECHHUB_ADMIN_PASSWORD", ""),
         ];
         for (variable, value) in cases {
