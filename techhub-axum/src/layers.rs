@@ -18,6 +18,10 @@ pub(crate) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::CONTENT_SECURITY_POLICY, "default-src 'none'"),
 ];
 
+/// `Strict-Transport-Security`, sent when the public URL is `https`: browsers then refuse plain HTTP to this
+/// host for a year, so a network attacker cannot strip TLS from a later visit.
+pub(crate) const HSTS: &str = "max-age=31536000; includeSubDomains";
+
 /// Replaces the body of an error response that is not JSON (a 405 from the router, a 408 from the timeout, a
 /// 413 from a body limit, a 500 from a caught panic) with the problem for its status,
 /// keeping its headers (`Allow`, `Retry-After`).

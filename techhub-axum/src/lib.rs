@@ -7,10 +7,12 @@
 //!
 //! - Errors are `application/problem+json` with a stable `code`, for everything: core errors (mapped in one
 //!   place, [`Problem`]), malformed bodies, unknown routes, wrong methods, oversized bodies, timeouts.
-//! - Every response has an `x-request-id` (the client's, or a new UUID) and the security headers; auth
+//! - Every response has an `x-request-id` (the client's, or a new UUID) and the security headers (with
+//!   `Strict-Transport-Security` when the hub's public URL is `https`); auth
 //!   responses are `cache-control: no-store`; auth routes are rate limited per client address.
 //!
-//! Serve it with connection info, so the per-address limit knows the peer:
+//! Serve it with connection info, so the per-address limit knows the peer (behind a reverse proxy, list it in
+//! [`HttpConfig::trusted_proxies`] so that its `X-Forwarded-For` is believed):
 //!
 //! ```no_run
 //! # async fn serve(hub: techhub_core::TechHub) -> std::io::Result<()> {
@@ -22,6 +24,7 @@
 //! # }
 //! ```
 
+mod client_address;
 mod config;
 mod events;
 mod extract;
@@ -50,6 +53,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::client_address::{Cidr, CidrError, ClientInfo};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
@@ -66,7 +70,8 @@ const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 ///
 /// Must be called inside a tokio runtime (it starts a small task that keeps the rate limiter's table small).
 pub fn router(hub: TechHub, config: HttpConfig) -> Router {
-    let auth_limiter = rate_limit::AddressLimiter::per_minute(config.auth_rate_limit_per_minute);
+    let auth_limiter =
+        rate_limit::AddressLimiter::per_minute(config.auth_rate_limit_per_minute, config.trusted_proxies.clone());
     let (router, openapi) = api_router(&config, auth_limiter.clone()).split_for_parts();
     let openapi = openapi.to_json().expect("the OpenAPI document serializes");
     if let Some(limiter) = &auth_limiter {
@@ -82,9 +87,10 @@ pub fn router(hub: TechHub, config: HttpConfig) -> Router {
         });
     }
     metrics_export::handle();
+    let https = hub.config().public_url.starts_with("https://");
     let state = AppState { hub, config: Arc::new(config.clone()), started: Instant::now(), openapi: Arc::new(openapi) };
     let router = router.with_state(state).fallback(|| async { Problem::no_route() });
-    with_layers(router, &config)
+    with_layers(router, &config, https)
 }
 
 /// The OpenAPI document of [`router`], as a value (for tools and tests).
@@ -127,8 +133,8 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
 }
 
-/// The layers every route shares, innermost first.
-fn with_layers(router: Router, config: &HttpConfig) -> Router {
+/// The layers every route shares, innermost first. `https`: the public URL is https, so HSTS is sent.
+fn with_layers(router: Router, config: &HttpConfig, https: bool) -> Router {
     let mut router = router
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout))
@@ -148,6 +154,12 @@ fn with_layers(router: Router, config: &HttpConfig) -> Router {
     }
     for (name, value) in layers::SECURITY_HEADERS {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    if https {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(layers::HSTS),
+        ));
     }
     router
         .layer(middleware::from_fn(layers::record_metrics))

@@ -310,3 +310,19 @@ async fn cors_allows_only_the_configured_origins() {
     let refused = preflight("https://evil.example.com").await.expect("preflight");
     assert_eq!(header(&refused, "access-control-allow-origin"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_transport_security_is_sent_only_when_the_public_url_is_https() {
+    let https = start().await; // The harness's public URL is https.
+    for path in ["/health", "/api/v1/users/me", "/no/such/route"] {
+        let response = https.get(path, None).await;
+        assert_eq!(header(&response, "strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
+    }
+    let plain = common::start_with(common::Options {
+        workers: false,
+        public_url: Some("http://127.0.0.1:8080"),
+        ..common::Options::default()
+    })
+    .await;
+    assert_eq!(header(&plain.get("/health", None).await, "strict-transport-security"), None);
+}

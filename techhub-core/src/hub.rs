@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::auth::password::Passwords;
+use crate::auth::throttle::{MailThrottle, SignInThrottle};
 use crate::auth::{AccessTokens, AuthService, JwtKeys, SigningKey};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -38,6 +39,8 @@ struct HubInner {
     templates: Templates,
     passwords: Passwords,
     access_tokens: AccessTokens,
+    sign_in_throttle: SignInThrottle,
+    mail_throttle: MailThrottle,
 }
 
 impl TechHub {
@@ -92,6 +95,14 @@ impl TechHub {
 
     pub(crate) fn access_tokens(&self) -> &AccessTokens {
         &self.inner.access_tokens
+    }
+
+    pub(crate) fn sign_in_throttle(&self) -> &SignInThrottle {
+        &self.inner.sign_in_throttle
+    }
+
+    pub(crate) fn mail_throttle(&self) -> &MailThrottle {
+        &self.inner.mail_throttle
     }
 
     /// The job service: enqueue, list, cancel and retry jobs.
@@ -233,6 +244,8 @@ impl TechHubBuilder {
                 templates: Templates::built_in(),
                 passwords,
                 access_tokens,
+                sign_in_throttle: SignInThrottle::default(),
+                mail_throttle: MailThrottle::default(),
             }),
         })
     }

@@ -510,3 +510,66 @@ async fn lockout_refuses_even_the_right_password_until_it_passes() {
     f.clock.advance(Duration::from_secs(30));
     f.login("lock@example.com").await;
 }
+
+/// Five wrong passwords for `email` (known or not), each refused as bad credentials.
+async fn fail_five_times(f: &Fixture, email: &str) {
+    for _ in 0..5 {
+        let error = f.hub.auth().login(email, "wrong guess!").await.expect_err("wrong");
+        assert_eq!(error.code(), Some("invalid_credentials"), "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_locked_account_refuses_a_password_change_as_it_refuses_sign_in() {
+    let f = fixture();
+    f.register("changer@example.com").await;
+    let pair = f.login("changer@example.com").await;
+    let session = f.hub.auth().authenticate(&pair.access_token).await.expect("signed in");
+    fail_five_times(&f, "changer@example.com").await;
+    let error = f
+        .hub
+        .auth()
+        .change_password(&session, PASSWORD, "a brand new passphrase")
+        .await
+        .expect_err("locked: even the right current password is refused");
+    assert_eq!(error.kind(), ErrorKind::RateLimited);
+    // Nothing changed: after the lockout the old password still works.
+    f.clock.advance(Duration::from_secs(31));
+    f.login("changer@example.com").await;
+}
+
+#[tokio::test]
+async fn a_locked_account_and_an_unknown_address_answer_alike() {
+    let f = fixture();
+    f.register("known@example.com").await;
+    fail_five_times(&f, "known@example.com").await;
+    fail_five_times(&f, "unknown@example.com").await;
+    for password in ["wrong guess!", PASSWORD] {
+        let known = f.hub.auth().login("known@example.com", password).await.expect_err("locked");
+        let unknown = f.hub.auth().login("unknown@example.com", password).await.expect_err("locked alike");
+        assert_eq!(
+            (known.kind(), known.code(), known.message()),
+            (unknown.kind(), unknown.code(), unknown.message()),
+            "a known and an unknown address must be indistinguishable"
+        );
+        assert_eq!(known.kind(), ErrorKind::RateLimited);
+    }
+}
+
+#[tokio::test]
+async fn reset_mails_are_limited_per_account() {
+    let f = fixture();
+    f.register("inbox@example.com").await;
+    let resets = JobFilter { kind: Some("email.password_reset".into()), ..JobFilter::default() };
+    let count = || async { f.store.list_jobs(&resets, &PageRequest::first(100)).await.expect("listed").items.len() };
+    f.hub.auth().request_password_reset("inbox@example.com").await.expect("accepted");
+    assert_eq!(count().await, 1);
+    // With the first mail out of the way (its unique key free again), a second within the minute sends nothing.
+    let first = f.store.list_jobs(&resets, &PageRequest::first(1)).await.expect("listed").items[0].id;
+    f.hub.jobs().cancel(&techhub_core::Actor::System, first).await.expect("cancelled");
+    f.hub.auth().request_password_reset("inbox@example.com").await.expect("answered alike");
+    assert_eq!(count().await, 1, "a second reset mail within a minute");
+    f.clock.advance(Duration::from_secs(61));
+    f.hub.auth().request_password_reset("inbox@example.com").await.expect("accepted");
+    assert_eq!(count().await, 2, "a minute later the account may get another");
+}

@@ -377,6 +377,15 @@ impl JobStore for MemoryStore {
         Ok(self.jobs.records.get(&id).and_then(|stored| stored.artifact.clone()))
     }
 
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        let mut entry = self.jobs.records.get_mut(&id).ok_or(StoreError::NotFound)?;
+        if !entry.job.state.is_finished() {
+            return Err(Conflict::InvalidState.into());
+        }
+        entry.job.payload = Value::Null;
+        Ok(())
+    }
+
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
         let mut index = self.jobs.lock_index();
         let candidates: Vec<JobId> =

@@ -348,6 +348,20 @@ impl JobStore for SledStore {
         .await
     }
 
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        self.writer
+            .write(move |tx| {
+                let jobs = JobTx::new(tx);
+                let loaded = jobs.require(id)?;
+                if !loaded.job.state.is_finished() {
+                    return Err(abort(Conflict::InvalidState));
+                }
+                jobs.replace_payload(&loaded, b"null")
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
         let states: BTreeSet<JobState> = states.iter().copied().filter(|state| state.is_finished()).collect();
         if states.is_empty() {

@@ -91,7 +91,7 @@ fn a_newer_layout_is_refused() {
     let path = dir.path().join("techhub");
     drop(SledStore::open(&path).expect("opens"));
     {
-        let db = sled::open(&path).expect("sled opens the directory");
+        let db = raw_sled(&path);
         let meta = db.open_tree("meta").expect("the meta tree");
         let stored = meta.get(b"format").expect("reads").expect("the layout version is recorded");
         let newer = u32::from_be_bytes(stored.as_ref().try_into().expect("4 bytes")) + 1;
@@ -116,11 +116,27 @@ async fn a_database_from_before_user_counts_gets_them_at_open() {
     }
     {
         // What an older TechHub left: users, and no counts.
-        let db = sled::open(&path).expect("sled opens the directory");
+        let db = raw_sled(&path);
         db.open_tree("user_counts").expect("the counts tree").remove(b"user_counts").expect("removes");
         db.flush().expect("flushes");
     }
     let store = SledStore::open(&path).expect("opens");
     let counts = store.count_users().await.expect("counts");
     assert_eq!((counts.total, counts.active, counts.admins), (2, 2, 1));
+}
+
+/// The directory opened with sled itself, once the store just dropped has let go of its lock (sled's own
+/// threads release it a moment after the drop).
+fn raw_sled(path: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(error) if Instant::now() < deadline => {
+                assert!(error.to_string().contains("could not acquire lock"), "{error}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => panic!("sled cannot open the directory: {error}"),
+        }
+    }
 }

@@ -88,6 +88,9 @@ fn configure(connection: &Connection, options: &SqliteOptions) -> rusqlite::Resu
     connection.pragma_update(None, "cache_size", -65_536)?;
     connection.pragma_update(None, "mmap_size", 1_073_741_824)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // Deleted and overwritten content is zeroed, so a discarded payload or a revoked token does not linger in
+    // the file's free space.
+    connection.pragma_update(None, "secure_delete", "ON")?;
     Ok(())
 }
 

@@ -464,6 +464,23 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        self.engine
+            .write(move |connection| {
+                let job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
+                if !job.state.is_finished() {
+                    return Err(Conflict::InvalidState.into());
+                }
+                connection
+                    .prepare_cached("UPDATE jobs SET payload = ?2 WHERE id = ?1")
+                    .sql()?
+                    .execute(params![id.as_bytes(), to_json(&Value::Null)?])
+                    .sql()?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
         let finished_before = micros(finished_before);
         let mut pruned = 0;

@@ -2,6 +2,7 @@
 //! workers in the same process. Configured by the environment (see `settings`); stops gracefully on SIGINT
 //! and SIGTERM (in-flight requests finish, running jobs get their grace period).
 
+mod secret_file;
 mod settings;
 
 use std::net::SocketAddr;
@@ -32,6 +33,13 @@ async fn main() -> ExitCode {
     init_logging(&settings);
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting found unusable only at start (a store that cannot open, an admin address that belongs to
+        // someone else, an unsafe secret file) is a configuration error like any other: exit 2.
+        Err(error) if error.downcast_ref::<settings::SettingError>().is_some() => {
+            tracing::error!("{error}");
+            eprintln!("techhub-server: invalid configuration: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("techhub-server: {error}");
@@ -75,7 +83,13 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         // The address and the password were checked with the settings; what is left is the account itself.
         let admin = hub.users().ensure_admin(email, password).await.map_err(|error| settings::SettingError {
             variable: "TECHHUB_ADMIN_EMAIL",
-            problem: format!("the admin account could not be set up: {}", error.message()),
+            problem: match error.code() {
+                Some("admin_email_taken") => format!(
+                    "{email} belongs to an existing account that is not an admin, and TECHHUB_ADMIN_PASSWORD does \
+                     not sign in to it; refusing to promote it (choose another address, or promote it by hand)"
+                ),
+                _ => format!("the admin account could not be set up: {}", error.message()),
+            },
         })?;
         tracing::info!(admin = %admin.email, "admin account ready");
     }
@@ -87,6 +101,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let http = techhub_axum::HttpConfig {
         cors_origins: settings.cors_origins.clone(),
         auth_rate_limit_per_minute: settings.auth_rate_limit,
+        trusted_proxies: settings.trusted_proxies.clone(),
         ..techhub_axum::HttpConfig::default()
     };
     let app = techhub_axum::router(hub.clone(), http);
@@ -123,8 +138,9 @@ fn open_store(setting: &StoreSetting) -> Result<(DynStorage, Option<PathBuf>), B
 }
 
 /// The HS256 secret: from `TECHHUB_JWT_SECRET`, else from (or newly into) `techhub-jwt-secret` beside the
-/// data, readable by the owner only, so sessions survive restarts. A memory store gets a random one.
-fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, Box<dyn std::error::Error>> {
+/// data, readable by the owner only, so sessions survive restarts (an unsafe file stops the start, see
+/// `secret_file`). A memory store gets a random one.
+fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, settings::SettingError> {
     if let Some(secret) = &settings.jwt_secret {
         return Ok(secret.clone());
     }
@@ -137,30 +153,14 @@ fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, Bo
         tracing::warn!("TECHHUB_JWT_SECRET is not set: using a random secret; sessions end at restart");
         return Ok(fresh());
     };
-    let path = dir.join("techhub-jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_owned();
-        if existing.len() >= techhub_core::auth::MIN_SECRET_BYTES {
-            return Ok(existing);
-        }
+    let (secret, created) = secret_file::load_or_create(dir, fresh).map_err(|error| settings::SettingError {
+        variable: "TECHHUB_JWT_SECRET",
+        problem: format!("not set, and the secret file is unusable: {error}"),
+    })?;
+    if created {
+        tracing::warn!(path = %dir.join(secret_file::FILE_NAME).display(), "TECHHUB_JWT_SECRET is not set: generated a secret and saved it beside the data");
     }
-    let secret = fresh();
-    write_private(&path, &secret)?;
-    tracing::warn!(path = %path.display(), "TECHHUB_JWT_SECRET is not set: generated a secret and saved it beside the data");
     Ok(secret)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

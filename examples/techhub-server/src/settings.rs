@@ -42,6 +42,7 @@ pub(crate) struct Settings {
     pub(crate) cors_origins: Vec<String>,
     pub(crate) public_url: Option<String>,
     pub(crate) auth_rate_limit: u32,
+    pub(crate) trusted_proxies: Vec<techhub_axum::Cidr>,
     pub(crate) log_filter: String,
     pub(crate) log_format: LogFormat,
 }
@@ -58,6 +59,7 @@ impl fmt::Debug for Settings {
             .field("cors_origins", &self.cors_origins)
             .field("public_url", &self.public_url)
             .field("auth_rate_limit", &self.auth_rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +184,8 @@ impl Settings {
             })?,
         };
 
+        let trusted_proxies = trusted_proxies(get("TECHHUB_TRUSTED_PROXIES").as_deref())?;
+
         let log_filter = get("TECHHUB_LOG").unwrap_or_else(|| "info".to_owned());
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|error| invalid("TECHHUB_LOG", format!("{log_filter:?}: {error}")))?;
@@ -202,10 +206,24 @@ impl Settings {
             cors_origins,
             public_url,
             auth_rate_limit,
+            trusted_proxies,
             log_filter,
             log_format,
         })
     }
+}
+
+/// `TECHHUB_TRUSTED_PROXIES`: comma-separated CIDRs (or single addresses) whose `X-Forwarded-For` is believed.
+fn trusted_proxies(value: Option<&str>) -> Result<Vec<techhub_axum::Cidr>, SettingError> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|cidr| !cidr.is_empty())
+        .map(|cidr| {
+            cidr.parse().map_err(|error: techhub_axum::CidrError| invalid("TECHHUB_TRUSTED_PROXIES", error.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -245,6 +263,11 @@ mod tests {
             (vec![("TECHHUB_AUTH_RATE_LIMIT", "-1")], "TECHHUB_AUTH_RATE_LIMIT", "requests per minute"),
             (vec![("TECHHUB_LOG", "info,[")], "TECHHUB_LOG", "info,["),
             (vec![("TECHHUB_LOG_FORMAT", "xml")], "TECHHUB_LOG_FORMAT", "pretty or json"),
+            (
+                vec![("TECHHUB_TRUSTED_PROXIES", "10.0.0.0/8, not-a-network")],
+                "TECHHUB_TRUSTED_PROXIES",
+                "not-a-network",
+            ),
             (vec![("TECHHUB_ADMIN_EMAIL", "admin@example.com")], "TECHHUB_ADMIN_PASSWORD", "is required"),
             (vec![("TECHHUB_ADMIN_PASSWORD", "a long passphrase")], "TECHHUB_ADMIN_EMAIL", "is required"),
             (admin("not an address", "a long passphrase"), "TECHHUB_ADMIN_EMAIL", "email"),

@@ -101,3 +101,43 @@ fn the_server_serves_on_sqlite_and_stops_gracefully_on_signals() {
     assert!(dir.path().join("techhub.db").exists(), "the default store is ./techhub.db");
     assert!(dir.path().join("techhub-jwt-secret").exists(), "a generated secret is kept beside the data");
 }
+
+#[test]
+fn the_admin_address_of_a_registered_account_stops_the_start_unless_its_password_verifies() {
+    let dir = tempfile::tempdir().expect("a directory");
+    // Someone registered the address the operator is about to configure.
+    tokio::runtime::Runtime::new().expect("a runtime").block_on(async {
+        let store = techhub_store_sqlite::SqliteStore::open(dir.path().join("techhub.db")).expect("opens");
+        let hub = techhub_core::TechHub::builder().storage(store).build().expect("hub");
+        let registration = techhub_core::users::Registration {
+            email: "admin@example.com".into(),
+            password: "the squatter's own passphrase".into(),
+            name: None,
+        };
+        hub.users().register(registration).await.expect("registers");
+    });
+    let output = server(dir.path())
+        .env("TECHHUB_ADMIN_EMAIL", "admin@example.com")
+        .env("TECHHUB_ADMIN_PASSWORD", "a long admin passphrase")
+        .output()
+        .expect("the server runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TECHHUB_ADMIN_EMAIL"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_readable_by_others_stops_the_start_and_is_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("techhub-jwt-secret");
+    let secret = "0123456789abcdef0123456789abcdef-kept";
+    std::fs::write(&path, secret).expect("written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = server(dir.path()).output().expect("the server runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TECHHUB_JWT_SECRET") && stderr.contains("group or others"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).expect("kept"), secret);
+}

@@ -60,11 +60,13 @@ pub(crate) struct Options {
     pub(crate) workers: bool,
     /// The store (by default a fresh one of the kind `TECHHUB_TEST_STORE` names: `memory` or `sqlite`).
     pub(crate) store: Option<DynStorage>,
+    /// The hub's public URL ([`PUBLIC_URL`] by default).
+    pub(crate) public_url: Option<&'static str>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { http: HttpConfig::default(), clock: None, workers: true, store: None }
+        Self { http: HttpConfig::default(), clock: None, workers: true, store: None, public_url: None }
     }
 }
 
@@ -125,7 +127,7 @@ pub(crate) async fn start_with(options: Options) -> Server {
     let mut builder = TechHub::builder()
         .shared_storage(store)
         .notifier(outbox.clone())
-        .config(Config::default().auth(auth).public_url(PUBLIC_URL))
+        .config(Config::default().auth(auth).public_url(options.public_url.unwrap_or(PUBLIC_URL)))
         .handler(ECHO, handler_fn(|ctx| async move { Ok(json!({ "echo": ctx.payload().clone() })) }))
         .handler(
             BLOCK,

@@ -256,6 +256,13 @@ pub trait JobStore: Send + Sync {
     /// The artifact of job `id`, if it has one.
     async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>>;
 
+    /// Replaces the payload of a finished job with `null` (a payload that held user data, once no attempt can
+    /// need it). Everything else about the job stays.
+    ///
+    /// - A queued or running job fails with [`Conflict::InvalidState`] and keeps its payload.
+    /// - A missing job fails with [`StoreError::NotFound`].
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()>;
+
     /// Deletes finished jobs in `states` that finished before `finished_before`, with their artifacts, and
     /// returns how many. Unfinished states in `states` are ignored: a queued or running job is never pruned.
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64>;

@@ -120,6 +120,7 @@ impl Maintenance {
             tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt, "lease expired; job rescued");
             metrics::counter!(names::RESCUED, "queue" => job.queue.clone()).increment(1);
             let kind = if job.state == JobState::Queued { EventKind::JobRescued } else { EventKind::JobFailed };
+            crate::jobs::handler::discard_finished_payload(hub, job).await;
             telemetry::job_event(hub, kind, job);
         }
         if !rescued.is_empty() {

@@ -506,3 +506,19 @@ pub async fn jobs_retry_gives_failed_job_fresh_budget(store: DynStorage) {
     assert_eq!(claim(&store, "default", "w", at(5)).await.attempt, 1);
     assert!(matches!(store.retry(JobId::new(), at(5)).await, Err(StoreError::NotFound)));
 }
+
+/// Discarding a payload clears it on a finished job only, keeping the rest; unfinished jobs keep theirs.
+pub async fn jobs_discard_payload_only_when_finished(store: DynStorage) {
+    let queued = store.enqueue(job("users.import")).await.expect("enqueued");
+    assert_eq!(conflict(store.discard_job_payload(queued.id).await), Conflict::InvalidState);
+    assert_eq!(get(&store, queued.id).await.payload, queued.payload);
+    let running = claim(&store, &queued.queue, "w1", t0()).await;
+    assert_eq!(conflict(store.discard_job_payload(running.id).await), Conflict::InvalidState);
+    let lease = running.lease().expect("leased");
+    let done = store.complete(&lease, json!({ "created": 1 }), None, at(1)).await.expect("completed");
+    store.discard_job_payload(done.id).await.expect("discarded");
+    let after = get(&store, done.id).await;
+    assert_eq!(after.payload, serde_json::Value::Null);
+    assert_eq!(Job { payload: serde_json::Value::Null, ..done.clone() }, after, "nothing else changed");
+    assert!(matches!(store.discard_job_payload(JobId::new()).await, Err(StoreError::NotFound)));
+}

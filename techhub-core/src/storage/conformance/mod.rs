@@ -137,6 +137,7 @@ macro_rules! conformance_tests {
             jobs_list_filters_and_cursor,
             jobs_retry_gives_failed_job_fresh_budget,
             jobs_retry_of_cancelled_succeeded_and_key_held,
+            jobs_discard_payload_only_when_finished,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
