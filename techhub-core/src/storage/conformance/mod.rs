@@ -137,6 +137,10 @@ macro_rules! conformance_tests {
             builds_log_append_and_read_by_offset,
             builds_concurrent_log_appends_have_no_gaps,
             builds_list_filters,
+            builds_truncate_log_drops_lines_and_keeps_numbering,
+            builds_counts_by_status,
+            builds_outcomes_follow_finished_builds,
+            builds_latest_per_project,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
         );
