@@ -71,6 +71,7 @@
 
 mod actor;
 pub mod auth;
+pub mod builds;
 pub mod clock;
 pub mod config;
 mod error;
@@ -83,6 +84,6 @@ pub mod storage;
 pub mod users;
 
 pub use actor::Actor;
-pub use config::Config;
+pub use config::{BuildConfig, Config};
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use hub::{TechHub, TechHubBuilder};

@@ -135,6 +135,9 @@ pub struct Module {
     /// A pending module waiting for an automatic retry starts no earlier than this.
     #[serde(default)]
     pub not_before: Option<DateTime<Utc>>,
+    /// Lines of its log were dropped to keep it under the cap.
+    #[serde(default)]
+    pub log_truncated: bool,
     /// When the module became ready to run (its dependencies done): the start of its queue time.
     #[serde(default)]
     pub ready_at: Option<DateTime<Utc>>,
@@ -161,6 +164,7 @@ impl Module {
             retries_used: 0,
             exit_code: None,
             not_before: None,
+            log_truncated: false,
             ready_at: None,
             started_at: None,
             finished_at: None,
