@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod build_views;
 mod config;
 mod events;
 mod extract;
@@ -50,6 +51,10 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::build_views::{
+    BuildBatchView, BuildView, LogLineView, LogPageView, ModuleProgressView, ModuleRunView, ModuleStateView,
+    ModuleStatsView, ModuleView, OverviewView, PercentilesView, ProjectProgressView,
+};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
@@ -99,7 +104,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
             utoipa::openapi::InfoBuilder::new()
                 .title("TechHub API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Users, authentication, background jobs and live events.")),
+                .description(Some("Users, authentication, background jobs, builds and live events.")),
         )
         .build();
     let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
@@ -114,6 +119,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
     let import = routes::users::import_route().layer(DefaultBodyLimit::max(config.import_body_limit));
     let rest = routes::users::routes()
         .merge(routes::jobs::routes())
+        .merge(routes::builds::routes())
         .merge(routes::system::routes())
         .merge(routes::openapi_route())
         .merge(events::routes());
