@@ -1,6 +1,7 @@
 //! Build logs: one writer task per build batches lines into the store (one write per batch, never per line),
 //! keeps each module's log under its cap (the first lines, a rolling tail, one marker line between), and
-//! publishes the stored lines as `build.log` events at most every 100 ms per build.
+//! publishes the stored lines as `build.log` events at most every 100 ms per build. Lines are written when
+//! their batch's 100 ms are up, when the buffer is large, or when someone waits for them (a flush).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -13,7 +14,7 @@ use super::{mutate, telemetry};
 use crate::model::{BuildId, LogLine, LogStream, NewLogLine, UserId};
 use crate::{Error, ErrorKind, Result, TechHub};
 
-/// Events (and, below the size bound, store writes) of one build come at most this often.
+/// Events of one build come at most this often (the first after a quiet spell at once).
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// A buffer this long is written at once, without waiting for the interval (bounds memory under a flood).
 const MAX_BUFFERED_LINES: usize = 20_000;
@@ -127,10 +128,10 @@ struct WriterTask {
 
 impl WriterTask {
     async fn run(mut self) {
-        let mut last_flush = Instant::now() - FLUSH_INTERVAL;
+        let mut last_publish = Instant::now() - FLUSH_INTERVAL;
         loop {
-            let busy = !self.buffer.is_empty() || !self.waiters.is_empty() || !self.unpublished.is_empty();
-            let due = last_flush + FLUSH_INTERVAL;
+            let busy = !self.buffer.is_empty() || !self.unpublished.is_empty();
+            let due = last_publish + FLUSH_INTERVAL;
             tokio::select! {
                 command = self.receiver.recv() => match command {
                     Some(Command::Lines(lines)) => {
@@ -139,7 +140,11 @@ impl WriterTask {
                             self.store().await;
                         }
                     }
-                    Some(Command::Flush(done)) => self.waiters.push(done),
+                    // A flush stores at once (one write for everything buffered); events keep their pace.
+                    Some(Command::Flush(done)) => {
+                        self.waiters.push(done);
+                        self.store().await;
+                    }
                     None => {
                         self.store().await;
                         self.publish();
@@ -149,7 +154,7 @@ impl WriterTask {
                 () = sleep_until(due), if busy => {
                     self.store().await;
                     self.publish();
-                    last_flush = Instant::now();
+                    last_publish = Instant::now();
                 }
             }
         }
