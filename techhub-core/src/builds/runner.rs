@@ -314,41 +314,56 @@ impl Runner {
         });
     }
 
-    async fn record(&mut self, (index, attempt, exit, timed_out): Finished) -> Result<(), JobError> {
-        let forced = self.stops.remove(&index).and_then(|(_, cause)| cause);
-        self.progress.remove(&index);
+    /// Records finished modules in one write: the one just joined and any others already done.
+    async fn record(&mut self, first: Finished) -> Result<(), JobError> {
+        let mut finished = vec![first];
+        while let Some(joined) = self.running.try_join_next() {
+            match joined {
+                Ok(more) => finished.push(more),
+                Err(error) => tracing::error!(build_id = %self.id, error = %error, "a module task ended abnormally"),
+            }
+        }
+        let finished: Vec<(Finished, Option<ModuleStatus>)> = finished
+            .into_iter()
+            .map(|done| {
+                self.progress.remove(&done.0);
+                let forced = self.stops.remove(&done.0).and_then(|(_, cause)| cause);
+                (done, forced)
+            })
+            .collect();
         if self.halt == Some(Halt::Abandoned) {
             return Ok(());
         }
-        // The module's lines are stored before anyone hears it ended.
+        // The modules' lines are stored before anyone hears they ended.
         let _ = self.log.flush().await;
         let now = self.hub.now();
-        let config = &self.hub.config().builds;
-        let backoff = config.retry_backoff;
+        let backoff = self.hub.config().builds.retry_backoff;
         let going_on = self.halt.is_none();
         self.commit(|build| {
             let stopping = build.cancel_requested || !going_on;
-            let module = &mut build.modules[index];
-            if module.status != ModuleStatus::Running || module.attempt != attempt {
-                return Ok(());
-            }
-            let status = match forced {
-                Some(cause) => cause,
-                None if timed_out => ModuleStatus::TimedOut,
-                None if exit.success => ModuleStatus::Succeeded,
-                None => ModuleStatus::Failed,
-            };
-            let exit = if timed_out && forced.is_none() {
-                ModuleExit {
-                    message: Some(format!("timed out after {} s", module.timeout_s.unwrap_or(0))),
-                    ..exit.clone()
+            for ((index, attempt, exit, timed_out), forced) in &finished {
+                let module = &mut build.modules[*index];
+                if module.status != ModuleStatus::Running || module.attempt != *attempt {
+                    continue;
                 }
-            } else {
-                exit.clone()
-            };
-            let retry = (module.retries_used < module.retries && !stopping && forced.is_none())
-                .then(|| crate::clock::add(now, backoff.delay(module.retries_used + 1)));
-            finish(module, status, &exit, retry, now);
+                let status = match forced {
+                    Some(cause) => *cause,
+                    None if *timed_out => ModuleStatus::TimedOut,
+                    None if exit.success => ModuleStatus::Succeeded,
+                    None => ModuleStatus::Failed,
+                };
+                let exit = if *timed_out && forced.is_none() {
+                    ModuleExit {
+                        message: Some(format!("timed out after {} s", module.timeout_s.unwrap_or(0))),
+                        ..exit.clone()
+                    }
+                } else {
+                    exit.clone()
+                };
+                let retry = (module.retries_used < module.retries && !stopping && forced.is_none())
+                    .then(|| crate::clock::add(now, backoff.delay(module.retries_used + 1)));
+                finish(module, status, &exit, retry, now);
+            }
             settle(build, now);
             Ok(())
         })
