@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+mod build_views;
 mod client_address;
 mod config;
 mod events;
@@ -53,6 +54,10 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::build_views::{
+    BuildBatchView, BuildView, LogLineView, LogPageView, ModuleProgressView, ModuleRunView, ModuleStateView,
+    ModuleStatsView, ModuleView, OverviewView, PercentilesView, ProjectProgressView,
+};
 pub use crate::client_address::{Cidr, CidrError, ClientInfo};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
@@ -105,7 +110,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
             utoipa::openapi::InfoBuilder::new()
                 .title("TechHub API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Users, authentication, background jobs and live events.")),
+                .description(Some("Users, authentication, background jobs, builds and live events.")),
         )
         .build();
     let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
@@ -120,6 +125,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
     let import = routes::users::import_route().layer(DefaultBodyLimit::max(config.import_body_limit));
     let rest = routes::users::routes()
         .merge(routes::jobs::routes())
+        .merge(routes::builds::routes())
         .merge(routes::system::routes())
         .merge(routes::openapi_route())
         .merge(events::routes());

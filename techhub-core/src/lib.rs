@@ -78,6 +78,7 @@
 
 mod actor;
 pub mod auth;
+pub mod builds;
 pub mod clock;
 pub mod config;
 mod error;
@@ -90,6 +91,6 @@ pub mod storage;
 pub mod users;
 
 pub use actor::Actor;
-pub use config::Config;
+pub use config::{BuildConfig, Config};
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use hub::{TechHub, TechHubBuilder};

@@ -6,7 +6,8 @@ use techhub_core::storage::{StoreError, StoreResult};
 use crate::engine::sql_error;
 
 /// Each entry takes the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS users (
     id BLOB PRIMARY KEY,
     email TEXT NOT NULL UNIQUE,
@@ -125,7 +126,20 @@ CREATE TABLE IF NOT EXISTS notifications (
     record TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS notifications_channel_status ON notifications(channel, status);
-"#];
+"#,
+    r#"
+-- Builds: counts by status from an index, and the outcomes of finished builds that statistics read.
+CREATE INDEX IF NOT EXISTS builds_status ON builds(status);
+CREATE TABLE IF NOT EXISTS build_outcomes (
+    build_id BLOB PRIMARY KEY REFERENCES builds(id) ON DELETE CASCADE,
+    project TEXT NOT NULL,
+    finished_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS build_outcomes_project ON build_outcomes(project, finished_at);
+CREATE INDEX IF NOT EXISTS build_outcomes_finished ON build_outcomes(finished_at);
+"#,
+];
 
 /// The schema version this code writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

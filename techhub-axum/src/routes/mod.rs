@@ -2,6 +2,7 @@
 //! built from one list and cannot drift apart.
 
 pub(crate) mod auth;
+pub(crate) mod builds;
 pub(crate) mod jobs;
 pub(crate) mod system;
 pub(crate) mod users;

@@ -15,6 +15,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use techhub_axum::HttpConfig;
+use techhub_core::builds::ProcessExecutor;
 use techhub_core::clock::ManualClock;
 use techhub_core::config::{Argon2Params, AuthConfig};
 use techhub_core::jobs::{HandlerOptions, JobError, WorkerConfig, WorkerHandle, handler_fn};
@@ -62,11 +63,20 @@ pub(crate) struct Options {
     pub(crate) store: Option<DynStorage>,
     /// The hub's public URL ([`PUBLIC_URL`] by default).
     pub(crate) public_url: Option<&'static str>,
+    /// Whether module commands run here (a process executor, and workers on the `builds` queue).
+    pub(crate) build_executor: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { http: HttpConfig::default(), clock: None, workers: true, store: None, public_url: None }
+        Self {
+            http: HttpConfig::default(),
+            clock: None,
+            workers: true,
+            store: None,
+            public_url: None,
+            build_executor: false,
+        }
     }
 }
 
@@ -145,6 +155,9 @@ pub(crate) async fn start_with(options: Options) -> Server {
     if let Some(clock) = &options.clock {
         builder = builder.clock(clock.clone());
     }
+    if options.build_executor {
+        builder = builder.build_executor(ProcessExecutor::new().grace(Duration::from_millis(300)));
+    }
     let hub = builder.build().expect("hub");
     let admin_user = hub.users().ensure_admin(ADMIN_EMAIL, PASSWORD).await.expect("admin");
     let pair = hub.auth().login(ADMIN_EMAIL, PASSWORD).await.expect("admin signs in");
@@ -154,9 +167,13 @@ pub(crate) async fn start_with(options: Options) -> Server {
         access: pair.access_token,
         refresh: pair.refresh_token,
     };
-    let workers = options
-        .workers
-        .then(|| hub.start_workers(WorkerConfig::default().queue("default", 2).queue("email", 1)).expect("workers"));
+    let workers = options.workers.then(|| {
+        let mut config = WorkerConfig::default().queue("default", 2).queue("email", 1);
+        if options.build_executor {
+            config = config.queue(techhub_core::builds::BUILD_QUEUE, 2);
+        }
+        hub.start_workers(config).expect("workers")
+    });
 
     let app = techhub_axum::router(hub.clone(), options.http);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

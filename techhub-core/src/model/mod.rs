@@ -8,7 +8,10 @@ mod page;
 mod token;
 mod user;
 
-pub use build::{Build, BuildFilter, BuildStatus, LogLine, LogStream, Module, ModuleStatus, NewLogLine};
+pub use build::{
+    Build, BuildFilter, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleOutcome, ModuleStatus, NewLogLine,
+    OutcomeFilter,
+};
 pub use ids::{BuildId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,

@@ -29,10 +29,10 @@ use serde_json::Value;
 
 pub use self::error::{Conflict, StoreError, StoreResult};
 use crate::model::{
-    Artifact, Build, BuildFilter, BuildId, Consumed, Email, Job, JobFailure, JobFilter, JobId, JobState, Lease,
-    LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId, Page, PageRequest,
-    Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId,
-    WorkerId,
+    Artifact, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job, JobFailure, JobFilter,
+    JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId,
+    OutcomeFilter, Page, PageRequest, Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User,
+    UserCounts, UserFilter, UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -274,6 +274,7 @@ pub trait BuildStore: Send + Sync {
     /// Stores every build with version 1, and `follow_up` jobs, in one atomic write: all or nothing.
     ///
     /// A build whose id exists fails with [`Conflict::Duplicate`] and stores nothing.
+    /// A build stored finished has its [`BuildOutcome`] kept in the same write (see [`BuildStore::build_outcomes`]).
     async fn insert_builds(&self, builds: Vec<Build>, follow_up: Vec<Job>) -> StoreResult<Vec<Build>>;
 
     /// The build with `id`, if any.
@@ -283,6 +284,8 @@ pub trait BuildStore: Send + Sync {
     ///
     /// A stale version fails with [`Conflict::VersionMismatch`] and changes nothing; a missing build with
     /// [`StoreError::NotFound`].
+    /// A build stored finished has its [`BuildOutcome`] written (replaced) in the same atomic write; a build
+    /// stored unfinished (a retried module made it run again) has its outcome removed.
     async fn update_build(&self, build: Build, expected_version: u64) -> StoreResult<Build>;
 
     /// A page of builds passing `filter`, in id order.
@@ -294,7 +297,27 @@ pub trait BuildStore: Send + Sync {
     async fn append_log(&self, id: BuildId, lines: Vec<NewLogLine>) -> StoreResult<u64>;
 
     /// Up to `limit` lines of the build's log from `offset` (a `seq`), in order.
+    ///
+    /// Lines dropped by [`BuildStore::truncate_log`] are not returned; the `seq`s of the others never change.
     async fn read_log(&self, id: BuildId, offset: u64, limit: usize) -> StoreResult<Vec<LogLine>>;
+
+    /// Drops log lines in one atomic write: the line at `marker.seq` is replaced by `marker`, and every line
+    /// whose `seq` is in `drop` is deleted (a `seq` that is not stored is ignored).
+    ///
+    /// The caller never drops the log's last line, so the next append still numbers on from the log's length.
+    /// A missing build fails with [`StoreError::NotFound`] and changes nothing.
+    async fn truncate_log(&self, id: BuildId, marker: LogLine, drop: Vec<u64>) -> StoreResult<()>;
+
+    /// How many builds there are per status (only non-zero counts, in [`BuildStatus::ALL`] order), without
+    /// loading the builds.
+    async fn build_counts(&self) -> StoreResult<Vec<(BuildStatus, u64)>>;
+
+    /// The outcomes of the finished builds that pass `filter`, in build id order: what statistics are computed
+    /// from, without loading the builds themselves.
+    async fn build_outcomes(&self, filter: &OutcomeFilter) -> StoreResult<Vec<BuildOutcome>>;
+
+    /// The newest build (highest id) of every project, in project-name order.
+    async fn latest_builds(&self) -> StoreResult<Vec<Build>>;
 }
 
 /// Notification delivery records.

@@ -25,6 +25,7 @@
 //! dev-dependencies need `tokio` with the `macros` and `rt-multi-thread` features.
 
 mod builds;
+mod builds_run;
 pub mod crash;
 mod fixtures;
 mod jobs;
@@ -38,6 +39,7 @@ use std::any::Any;
 use async_trait::async_trait;
 
 pub use self::builds::*;
+pub use self::builds_run::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
@@ -143,6 +145,11 @@ macro_rules! conformance_tests {
             builds_log_append_and_read_by_offset,
             builds_concurrent_log_appends_have_no_gaps,
             builds_list_filters,
+            builds_truncate_log_drops_lines_and_keeps_numbering,
+            builds_counts_by_status,
+            builds_outcomes_follow_finished_builds,
+            builds_latest_per_project,
+            builds_run_end_to_end_through_the_service,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
         );
