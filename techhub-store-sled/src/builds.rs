@@ -13,7 +13,7 @@ use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult};
 
 use crate::SledStore;
 use crate::codec::corrupt;
-use crate::engine::{Sled, TreeId, counter};
+use crate::engine::{Sled, TreeId, Trees, counter};
 use crate::job_index::{JobTx, NewJob};
 use crate::keys;
 use crate::paging::{page_of, trailing_id};
@@ -87,10 +87,8 @@ impl<'a> BuildTx<'a> {
     }
 }
 
-impl SledStore {
-    fn load_build(&self, id: BuildId) -> StoreResult<Option<Build>> {
-        self.trees[TreeId::Builds].get(id.as_bytes()).sled()?.map(|row| from_json(&row)).transpose()
-    }
+fn load_build(trees: &Trees, id: BuildId) -> StoreResult<Option<Build>> {
+    trees[TreeId::Builds].get(id.as_bytes()).sled()?.map(|row| from_json(&row)).transpose()
 }
 
 #[async_trait]
@@ -118,7 +116,7 @@ impl BuildStore for SledStore {
     }
 
     async fn get_build(&self, id: BuildId) -> StoreResult<Option<Build>> {
-        self.load_build(id)
+        self.read(move |trees| load_build(trees, id)).await
     }
 
     async fn update_build(&self, build: Build, expected_version: u64) -> StoreResult<Build> {
@@ -138,17 +136,21 @@ impl BuildStore for SledStore {
     }
 
     async fn list_builds(&self, filter: &BuildFilter, page: &PageRequest) -> StoreResult<Page<Build>> {
-        let keep = |build: &Build| filter.matches(build);
-        let id_of = |build: &Build| build.id.into();
-        match filter.project.as_deref().map(keys::project_prefix) {
-            // One project's builds come from its index.
-            Some(Some(prefix)) => {
-                let load = |key: &IVec, _: &IVec| self.load_build(BuildId::from_uuid(trailing_id(key)?));
-                page_of(&self.trees[TreeId::BuildsByProject], &prefix, page, load, keep, id_of)
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |trees| {
+            let keep = |build: &Build| filter.matches(build);
+            let id_of = |build: &Build| build.id.into();
+            match filter.project.as_deref().map(keys::project_prefix) {
+                // One project's builds come from its index.
+                Some(Some(prefix)) => {
+                    let load = |key: &IVec, _: &IVec| load_build(trees, BuildId::from_uuid(trailing_id(key)?));
+                    page_of(&trees[TreeId::BuildsByProject], &prefix, &page, load, keep, id_of)
+                }
+                Some(None) => Ok(Page { items: Vec::new(), next_cursor: None }),
+                None => page_of(&trees[TreeId::Builds], &[], &page, |_, row| from_json(row).map(Some), keep, id_of),
             }
-            Some(None) => Ok(Page { items: Vec::new(), next_cursor: None }),
-            None => page_of(&self.trees[TreeId::Builds], &[], page, |_, row| from_json(row).map(Some), keep, id_of),
-        }
+        })
+        .await
     }
 
     async fn append_log(&self, id: BuildId, lines: Vec<NewLogLine>) -> StoreResult<u64> {
@@ -181,13 +183,16 @@ impl BuildStore for SledStore {
     }
 
     async fn read_log(&self, id: BuildId, offset: u64, limit: usize) -> StoreResult<Vec<LogLine>> {
-        let start = keys::log_line(id.as_uuid(), offset);
-        let end = keys::log_line(id.as_uuid(), u64::MAX);
-        self.trees[TreeId::BuildLogs]
-            .range(start..=end)
-            .take(limit)
-            .map(|entry| from_json::<LogLine>(&entry.sled()?.1))
-            .collect()
+        self.read(move |trees| {
+            let start = keys::log_line(id.as_uuid(), offset);
+            let end = keys::log_line(id.as_uuid(), u64::MAX);
+            trees[TreeId::BuildLogs]
+                .range(start..=end)
+                .take(limit)
+                .map(|entry| from_json::<LogLine>(&entry.sled()?.1))
+                .collect()
+        })
+        .await
     }
 
     async fn truncate_log(&self, id: BuildId, marker: LogLine, drop: Vec<u64>) -> StoreResult<()> {
@@ -208,55 +213,65 @@ impl BuildStore for SledStore {
     }
 
     async fn build_counts(&self) -> StoreResult<Vec<(BuildStatus, u64)>> {
-        self.trees[TreeId::BuildCounts]
-            .iter()
-            .map(|entry| {
-                let (key, count) = entry.sled()?;
-                let [status] = key.as_ref() else { return Err(corrupt("a build counter key")) };
-                let status =
-                    *BuildStatus::ALL.get(usize::from(*status)).ok_or_else(|| corrupt("unknown build status"))?;
-                Ok((status, counter(Some(&count))?))
-            })
-            .collect()
+        self.read(|trees| {
+            trees[TreeId::BuildCounts]
+                .iter()
+                .map(|entry| {
+                    let (key, count) = entry.sled()?;
+                    let [status] = key.as_ref() else { return Err(corrupt("a build counter key")) };
+                    let status =
+                        *BuildStatus::ALL.get(usize::from(*status)).ok_or_else(|| corrupt("unknown build status"))?;
+                    Ok((status, counter(Some(&count))?))
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn build_outcomes(&self, filter: &OutcomeFilter) -> StoreResult<Vec<BuildOutcome>> {
-        let mut outcomes = Vec::new();
-        for entry in self.trees[TreeId::BuildOutcomes].iter() {
-            let outcome: BuildOutcome = from_json(&entry.sled()?.1)?;
-            if filter.matches(&outcome) {
-                outcomes.push(outcome);
+        let filter = filter.clone();
+        self.read(move |trees| {
+            let mut outcomes = Vec::new();
+            for entry in trees[TreeId::BuildOutcomes].iter() {
+                let outcome: BuildOutcome = from_json(&entry.sled()?.1)?;
+                if filter.matches(&outcome) {
+                    outcomes.push(outcome);
+                }
             }
-        }
-        Ok(outcomes)
+            Ok(outcomes)
+        })
+        .await
     }
 
     async fn latest_builds(&self) -> StoreResult<Vec<Build>> {
-        let index = &self.trees[TreeId::BuildsByProject];
-        let mut latest = Vec::new();
-        let mut from: Bound<Vec<u8>> = Bound::Unbounded;
-        // One seek per project: the last key under a project's prefix holds its newest build (ids grow with time),
-        // and the next project starts after the largest key that prefix can have.
-        while let Some(entry) = index.range::<Vec<u8>, _>((from.clone(), Bound::Unbounded)).next() {
-            let (key, _) = entry.sled()?;
-            let prefix_len = key.len().checked_sub(keys::ID).ok_or_else(|| corrupt("a short project index key"))?;
-            let prefix = &key[..prefix_len];
-            let Some(last) = index.scan_prefix(prefix).next_back() else { break };
-            let (last, _) = last.sled()?;
-            let project = String::from_utf8(prefix.get(2..).unwrap_or_default().to_vec())
-                .map_err(|_| corrupt("a project name is not UTF-8"))?;
-            latest.push((project, BuildId::from_uuid(trailing_id(&last)?)));
-            let mut end = prefix.to_vec();
-            end.extend_from_slice(&[0xff; keys::ID]);
-            from = Bound::Excluded(end);
-        }
-        latest.sort();
-        let mut builds = Vec::with_capacity(latest.len());
-        for (_, id) in latest {
-            if let Some(build) = self.load_build(id)? {
-                builds.push(build);
+        self.read(|trees| {
+            let index = &trees[TreeId::BuildsByProject];
+            let mut latest = Vec::new();
+            let mut from: Bound<Vec<u8>> = Bound::Unbounded;
+            // One seek per project: the last key under a project's prefix holds its newest build (ids grow with time),
+            // and the next project starts after the largest key that prefix can have.
+            while let Some(entry) = index.range::<Vec<u8>, _>((from.clone(), Bound::Unbounded)).next() {
+                let (key, _) = entry.sled()?;
+                let prefix_len = key.len().checked_sub(keys::ID).ok_or_else(|| corrupt("a short project index key"))?;
+                let prefix = &key[..prefix_len];
+                let Some(last) = index.scan_prefix(prefix).next_back() else { break };
+                let (last, _) = last.sled()?;
+                let project = String::from_utf8(prefix.get(2..).unwrap_or_default().to_vec())
+                    .map_err(|_| corrupt("a project name is not UTF-8"))?;
+                latest.push((project, BuildId::from_uuid(trailing_id(&last)?)));
+                let mut end = prefix.to_vec();
+                end.extend_from_slice(&[0xff; keys::ID]);
+                from = Bound::Excluded(end);
             }
-        }
-        Ok(builds)
+            latest.sort();
+            let mut builds = Vec::with_capacity(latest.len());
+            for (_, id) in latest {
+                if let Some(build) = load_build(trees, id)? {
+                    builds.push(build);
+                }
+            }
+            Ok(builds)
+        })
+        .await
     }
 }
