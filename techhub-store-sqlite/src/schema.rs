@@ -6,7 +6,8 @@ use techhub_core::storage::{StoreError, StoreResult};
 use crate::engine::sql_error;
 
 /// Each entry takes the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id BLOB PRIMARY KEY,
     email TEXT NOT NULL UNIQUE,
@@ -125,7 +126,12 @@ CREATE TABLE notifications (
     record TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX notifications_channel_status ON notifications(channel, status);
-"#];
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN user_agent TEXT;
+ALTER TABLE tokens ADD COLUMN ip TEXT;
+"#,
+];
 
 /// The schema version this code writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -11,7 +11,9 @@ use super::one_time::random_token;
 use super::password::Verified;
 use super::password_rules::{MAX_PASSWORD_BYTES, check_new_password};
 use crate::actor::Actor;
-use crate::model::{Consumed, Email, NewJob, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserId};
+use crate::model::{
+    ClientMeta, Consumed, Email, NewJob, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserId,
+};
 use crate::notify::kinds;
 use crate::storage::TokenSelector;
 use crate::{Error, Result, TechHub, clock};
@@ -67,6 +69,10 @@ pub struct SessionInfo {
     pub refreshed_at: DateTime<Utc>,
     /// When it ends unless refreshed.
     pub expires_at: DateTime<Utc>,
+    /// The user agent that signed in, when known.
+    pub user_agent: Option<String>,
+    /// The address that signed in, when known.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Authentication. Get it with [`TechHub::auth`].
@@ -107,6 +113,12 @@ impl AuthService {
     /// so repeated guesses do not tell which addresses exist. Attempts during a lockout are not counted. A
     /// success clears the count and upgrades an old hash.
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
+        self.login_from(email, password, ClientMeta::default()).await
+    }
+
+    /// [`AuthService::login`], recording the client (user agent, address) with the new session, for listing
+    /// sessions and for the audit log.
+    pub async fn login_from(&self, email: &str, password: &str, client: ClientMeta) -> Result<TokenPair> {
         let hub = &self.hub;
         if password.len() > MAX_PASSWORD_BYTES {
             tracing::info!(outcome = "refused", "sign-in with an over-long password refused before hashing");
@@ -136,7 +148,7 @@ impl AuthService {
                 }
                 tracing::info!(user_id = %user.id, outcome = "ok", "signed in");
                 metrics::counter!("techhub_logins_total", "outcome" => "ok").increment(1);
-                self.start_session(user).await
+                self.start_session(user, client).await
             }
             (user, _) => {
                 let failures = self.record_failure(&address, user.as_ref(), now);
@@ -185,13 +197,14 @@ impl AuthService {
     }
 
     /// A new session: a refresh-token family with its first token, and an access token.
-    async fn start_session(&self, user: User) -> Result<TokenPair> {
+    async fn start_session(&self, user: User, client: ClientMeta) -> Result<TokenPair> {
         let now = self.hub.now();
         let config = &self.hub.config().auth;
         let raw = random_token();
         let expires_at = clock::add(now, config.refresh_idle_ttl.min(config.refresh_absolute_ttl));
         let record =
-            TokenRecord::new(TokenHash::of(&raw), TokenKind::Refresh, user.id, TokenFamilyId::new(), now, expires_at);
+            TokenRecord::new(TokenHash::of(&raw), TokenKind::Refresh, user.id, TokenFamilyId::new(), now, expires_at)
+                .from_client(client);
         let family = record.family;
         self.hub.storage().insert_token(record).await?;
         self.pair(user, family, raw, now)
@@ -235,7 +248,8 @@ impl AuthService {
             now,
             clock::add(now, config.refresh_idle_ttl).min(deadline),
         )
-        .in_family_since(current.family_created_at);
+        .in_family_since(current.family_created_at)
+        .from_client(current.client.clone());
         match storage.consume_token(&hash, TokenKind::Refresh, now, Some(next)).await? {
             None => Err(invalid_token()),
             Some(Consumed::Replayed(record)) => {
@@ -305,6 +319,8 @@ impl AuthService {
                 started_at: record.family_created_at,
                 refreshed_at: record.created_at,
                 expires_at: record.expires_at,
+                user_agent: record.client.user_agent,
+                ip: record.client.ip,
             })
             .collect())
     }

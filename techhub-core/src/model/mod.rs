@@ -16,7 +16,7 @@ pub use job::{
 };
 pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
-pub use token::{Consumed, TokenHash, TokenKind, TokenRecord};
+pub use token::{ClientMeta, Consumed, TokenHash, TokenKind, TokenRecord};
 pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User};
 
 /// Which users to list.

@@ -112,7 +112,8 @@ pub enum TokenSelector {
 pub trait TokenStore: Send + Sync {
     /// Stores a token record.
     ///
-    /// A record with the same hash fails with [`Conflict::Duplicate`].
+    /// - A record with the same hash fails with [`Conflict::Duplicate`].
+    /// - Every field reads back as stored, its client (user agent and address) included.
     async fn insert_token(&self, record: TokenRecord) -> StoreResult<()>;
 
     /// The record with `hash` as stored (consumed and expired ones included), without changing it.

@@ -109,6 +109,7 @@ macro_rules! conformance_tests {
             tokens_prune_removes_only_expired,
             tokens_get_token_reads_without_consuming,
             tokens_session_user_needs_a_live_session,
+            tokens_keep_their_client,
             jobs_enqueue_and_get_round_trip,
             jobs_claim_order_is_priority_then_run_at_then_id,
             jobs_delayed_job_not_claimable_before_run_at,
