@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod jobs;
+pub(crate) mod sessions;
 pub(crate) mod system;
 pub(crate) mod users;
 
