@@ -70,6 +70,7 @@
 //! ```
 
 mod actor;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

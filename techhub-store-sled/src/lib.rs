@@ -50,6 +50,7 @@
 //! # }
 //! ```
 
+mod audit;
 mod builds;
 mod claims;
 mod codec;

@@ -131,6 +131,19 @@ CREATE INDEX notifications_channel_status ON notifications(channel, status);
 ALTER TABLE tokens ADD COLUMN user_agent TEXT;
 ALTER TABLE tokens ADD COLUMN ip TEXT;
 "#,
+    r#"
+CREATE TABLE audit (
+    id BLOB PRIMARY KEY,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    actor_id BLOB,
+    user_id BLOB,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX audit_at ON audit(at);
+CREATE INDEX audit_user ON audit(user_id, id);
+CREATE INDEX audit_actor ON audit(actor_id, id);
+"#,
 ];
 
 /// The schema version this code writes.

@@ -1,5 +1,6 @@
 //! The domain: users, tokens, jobs, builds, notifications, and the ids and pages they come in.
 
+mod audit;
 mod build;
 mod ids;
 mod job;
@@ -8,8 +9,9 @@ mod page;
 mod token;
 mod user;
 
+pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditOutcome};
 pub use build::{Build, BuildFilter, BuildStatus, LogLine, LogStream, Module, ModuleStatus, NewLogLine};
-pub use ids::{BuildId, JobId, NotificationId, TokenFamilyId, UserId};
+pub use ids::{AuditId, BuildId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
     MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, WorkerId,

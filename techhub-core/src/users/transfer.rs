@@ -312,7 +312,7 @@ async fn import_row(users: &UserService, ctx: &JobContext, row: PreparedRow) -> 
         // An invitation: the reset link lets the user choose its first password.
         None => NewJob::new(kinds::PASSWORD_RESET, json!({ "user_id": user.id })),
     };
-    match users.create(user, vec![follow_up]).await {
+    match users.create(user, vec![follow_up], "import").await {
         Ok(_) => Ok(true),
         // Created meanwhile (a concurrent import, or the first attempt of this one): not an error.
         Err(error) if error.code() == Some("email_taken") => Ok(false),

@@ -147,8 +147,12 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Prunes finished jobs past their retention, and expired tokens.
+    /// Prunes audit entries past their retention, finished jobs past theirs, and expired tokens.
     async fn prune(&self, hub: &TechHub) -> Result<()> {
+        let audit = hub.audit().prune().await?;
+        if audit > 0 {
+            tracing::info!(entries = audit, "pruned old audit entries");
+        }
         let Some(retention) = self.retention else { return Ok(()) };
         let now = hub.now();
         let storage = hub.storage();

@@ -24,6 +24,7 @@
 //! The tests run on a multi-threaded runtime (several rules are about concurrent callers), so the adapter's
 //! dev-dependencies need `tokio` with the `macros` and `rt-multi-thread` features.
 
+mod audit;
 mod builds;
 pub mod crash;
 mod fixtures;
@@ -37,6 +38,7 @@ use std::any::Any;
 
 use async_trait::async_trait;
 
+pub use self::audit::*;
 pub use self::builds::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
@@ -141,6 +143,9 @@ macro_rules! conformance_tests {
             builds_list_filters,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
+            audit_append_reads_back_in_order_and_never_replaces,
+            audit_list_filters_and_pages_by_cursor,
+            audit_prune_removes_only_older_entries,
         );
 
         #[test]
