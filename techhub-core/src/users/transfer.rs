@@ -391,6 +391,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn import_rows_and_payloads_never_show_a_password_in_debug() {
+        let row = ImportRow { email: "a@x.io".into(), password: Some("hunter2hunter2".into()), ..ImportRow::default() };
+        let debug = format!("{row:?}");
+        assert!(debug.contains("a@x.io") && debug.contains("<redacted>") && !debug.contains("hunter2"), "{debug}");
+        let mut prepared = PreparedRow::check(&row);
+        prepared.password_hash = Some("$argon2id$v=19$m=256,t=1,p=1$c2FsdA$aGFzaA".into());
+        let payload = format!("{:?}", ImportPayload { rows: vec![prepared] });
+        assert!(!payload.contains("argon2") && !payload.contains("a@x.io"), "{payload}");
+    }
+
+    #[test]
     fn formulas_are_defused_and_plain_text_kept() {
         assert_eq!(defuse_formula("=HYPERLINK(\"http://x\")"), "'=HYPERLINK(\"http://x\")");
         assert_eq!(defuse_formula("@SUM(A1)"), "'@SUM(A1)");
