@@ -152,8 +152,10 @@ async fn serve(mut socket: WebSocket, state: AppState, caller: Option<Caller>) {
         },
     };
     metrics::gauge!("techhub_ws_clients").increment(1.0);
+    // Subscribed before the client hears it is in: every event after "authenticated" reaches it.
+    let bus = state.hub.subscribe();
     let _ = socket.send(text(json!({ "type": "authenticated" }))).await;
-    run(socket, &state, caller).await;
+    run(socket, &state, caller, bus).await;
     metrics::gauge!("techhub_ws_clients").decrement(1.0);
 }
 
@@ -202,7 +204,7 @@ enum Outgoing {
 /// Bus → filter → bounded buffer → socket. Three parts so that no part waits on another's socket I/O: the
 /// reader takes client messages, the forwarder moves visible events into the buffer (never waiting), and
 /// the writer drains the buffer into the socket.
-async fn run(socket: WebSocket, state: &AppState, mut caller: Caller) {
+async fn run(socket: WebSocket, state: &AppState, mut caller: Caller, mut bus: broadcast::Receiver<Event>) {
     let (mut sink, mut stream) = socket.split();
     let (outgoing, mut pending) = mpsc::channel::<Outgoing>(state.config.event_buffer.max(1));
     let (closer, mut closing) = oneshot::channel::<(u16, &'static str)>();
@@ -231,7 +233,6 @@ async fn run(socket: WebSocket, state: &AppState, mut caller: Caller) {
         }
     });
 
-    let mut bus = state.hub.subscribe();
     let mut subscription = Subscription::default();
     let mut closer = Some(closer);
     let mut session_check =

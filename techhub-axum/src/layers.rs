@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, header};
 
 use crate::problem::{PROBLEM_JSON, Problem};
 
-/// The headers every response carries (API.md, "Conventions").
+/// The headers every response carries (docs/http-api.md, "Conventions").
 pub(crate) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),

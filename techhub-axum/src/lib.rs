@@ -1,6 +1,6 @@
 //! # TechHub over HTTP
 //!
-//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`API.md`): auth,
+//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`docs/http-api.md` in the repository): auth,
 //! users, jobs, live events over a WebSocket, health, Prometheus metrics and an OpenAPI 3.1 document. Only
 //! HTTP concerns live here (parsing, status codes, headers, limits); every rule (who may do what, what is
 //! valid) is the core's.
@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+mod build_views;
 mod client_address;
 mod config;
 mod events;
@@ -53,6 +54,10 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::build_views::{
+    BuildBatchView, BuildView, LogLineView, LogPageView, ModuleProgressView, ModuleRunView, ModuleStateView,
+    ModuleStatsView, ModuleView, OverviewView, PercentilesView, ProjectProgressView,
+};
 pub use crate::client_address::{Cidr, CidrError, ClientInfo};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
@@ -107,7 +112,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
             utoipa::openapi::InfoBuilder::new()
                 .title("TechHub API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Users, authentication, background jobs and live events.")),
+                .description(Some("Users, authentication, background jobs, builds and live events.")),
         )
         .build();
     let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
@@ -124,6 +129,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
         .merge(routes::sessions::routes())
         .merge(routes::audit::routes())
         .merge(routes::jobs::routes())
+        .merge(routes::builds::routes())
         .merge(routes::system::routes())
         .merge(routes::openapi_route())
         .merge(events::routes());

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// How a hub behaves. Build it with [`Config::default`] and change what you need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
     /// How many events a subscriber may fall behind before it starts missing them (default 1024).
@@ -23,6 +23,97 @@ pub struct Config {
     pub auth: AuthConfig,
     /// How long audit log entries are kept (default 90 days); older ones are pruned.
     pub audit_retention: Duration,
+    /// Builds: concurrency, limits, timeouts, retries and logs.
+    pub builds: BuildConfig,
+}
+
+/// How builds run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BuildConfig {
+    /// Modules of one build that run at once (default 4).
+    pub module_concurrency: usize,
+    /// Queued builds allowed at once; more are refused as rate limited (default 100).
+    pub max_queued: usize,
+    /// A build's timeout when its creator names none (default 300 s).
+    pub default_timeout: Duration,
+    /// Automatic retries of a failed module when its build names none (default 0).
+    pub default_retries: u32,
+    /// The log kept per module, in bytes, beyond its first lines (default 10 MiB).
+    pub log_max_bytes: u64,
+    /// Lines of each module's log always kept, whatever the cap (default 1,000).
+    pub log_head_lines: u64,
+    /// Delays between automatic retries of a module (default 2 s doubling, capped at 60 s, with jitter).
+    pub retry_backoff: crate::jobs::Backoff,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            module_concurrency: 4,
+            max_queued: 100,
+            default_timeout: Duration::from_secs(300),
+            default_retries: 0,
+            log_max_bytes: 10 * 1024 * 1024,
+            log_head_lines: 1_000,
+            retry_backoff: crate::jobs::Backoff {
+                base: Duration::from_secs(2),
+                cap: Duration::from_secs(60),
+                jitter: 0.5,
+            },
+        }
+    }
+}
+
+impl BuildConfig {
+    /// Sets [`BuildConfig::module_concurrency`].
+    #[must_use]
+    pub fn module_concurrency(mut self, modules: usize) -> Self {
+        self.module_concurrency = modules;
+        self
+    }
+
+    /// Sets [`BuildConfig::max_queued`].
+    #[must_use]
+    pub fn max_queued(mut self, builds: usize) -> Self {
+        self.max_queued = builds;
+        self
+    }
+
+    /// Sets [`BuildConfig::default_timeout`].
+    #[must_use]
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Sets [`BuildConfig::default_retries`].
+    #[must_use]
+    pub fn default_retries(mut self, retries: u32) -> Self {
+        self.default_retries = retries;
+        self
+    }
+
+    /// Sets [`BuildConfig::log_max_bytes`].
+    #[must_use]
+    pub fn log_max_bytes(mut self, bytes: u64) -> Self {
+        self.log_max_bytes = bytes;
+        self
+    }
+
+    /// Sets [`BuildConfig::log_head_lines`].
+    #[must_use]
+    pub fn log_head_lines(mut self, lines: u64) -> Self {
+        self.log_head_lines = lines;
+        self
+    }
+
+    /// Sets [`BuildConfig::retry_backoff`].
+    #[must_use]
+    pub fn retry_backoff(mut self, backoff: crate::jobs::Backoff) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
 }
 
 /// Argon2id cost parameters.
@@ -116,6 +207,7 @@ impl Default for Config {
             email_verify_ttl: Duration::from_secs(24 * 3600),
             auth: AuthConfig::default(),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            builds: BuildConfig::default(),
         }
     }
 }
@@ -170,6 +262,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::builds`].
+    #[must_use]
+    pub fn builds(mut self, builds: BuildConfig) -> Self {
+        self.builds = builds;
+        self
+    }
+
     /// Sets [`Config::email_verify_ttl`].
     #[must_use]
     pub fn email_verify_ttl(mut self, ttl: Duration) -> Self {
@@ -205,6 +304,13 @@ impl Config {
             return Err(crate::Error::invalid_field(
                 "auth",
                 "argon2 parameters must be within the ceiling, and concurrency and lockout threshold at least 1",
+            ));
+        }
+        let builds = &self.builds;
+        if builds.module_concurrency == 0 || builds.default_timeout.is_zero() || builds.log_max_bytes == 0 {
+            return Err(crate::Error::invalid_field(
+                "builds",
+                "module concurrency, the default build timeout and the log cap must be above zero",
             ));
         }
         Ok(())

@@ -67,13 +67,52 @@ pub enum EventKind {
     /// A user was deleted.
     #[serde(rename = "user.deleted")]
     UserDeleted,
-    /// A build changed status or progress.
-    #[serde(rename = "build.updated")]
-    BuildUpdated,
-    /// A module of a build changed.
-    #[serde(rename = "build.module")]
-    BuildModule,
-    /// Lines were appended to a build's log.
+    /// A build was created (or queued again).
+    #[serde(rename = "build.queued")]
+    BuildQueued,
+    /// A build started running (or runs again after a retry).
+    #[serde(rename = "build.started")]
+    BuildStarted,
+    /// A build's progress changed.
+    #[serde(rename = "build.progress")]
+    BuildProgress,
+    /// A build succeeded.
+    #[serde(rename = "build.succeeded")]
+    BuildSucceeded,
+    /// A build failed.
+    #[serde(rename = "build.failed")]
+    BuildFailed,
+    /// A build was cancelled.
+    #[serde(rename = "build.cancelled")]
+    BuildCancelled,
+    /// A build ran past its timeout.
+    #[serde(rename = "build.timed_out")]
+    BuildTimedOut,
+    /// A module waits to run again (an automatic or manual retry).
+    #[serde(rename = "module.pending")]
+    ModulePending,
+    /// A module started.
+    #[serde(rename = "module.started")]
+    ModuleStarted,
+    /// A running module reported progress.
+    #[serde(rename = "module.progress")]
+    ModuleProgress,
+    /// A module succeeded.
+    #[serde(rename = "module.succeeded")]
+    ModuleSucceeded,
+    /// A module failed.
+    #[serde(rename = "module.failed")]
+    ModuleFailed,
+    /// A module was skipped (a dependency did not succeed).
+    #[serde(rename = "module.skipped")]
+    ModuleSkipped,
+    /// A module was cancelled.
+    #[serde(rename = "module.cancelled")]
+    ModuleCancelled,
+    /// A module ran past its timeout.
+    #[serde(rename = "module.timed_out")]
+    ModuleTimedOut,
+    /// Lines were appended to a build's log (batched).
     #[serde(rename = "build.log")]
     BuildLog,
     /// A notification was delivered or gave up.
@@ -95,7 +134,22 @@ impl EventKind {
             | Self::JobRescued
             | Self::JobLog => Topic::Jobs,
             Self::UserCreated | Self::UserUpdated | Self::UserDeleted => Topic::Users,
-            Self::BuildUpdated | Self::BuildModule | Self::BuildLog => Topic::Builds,
+            Self::BuildQueued
+            | Self::BuildStarted
+            | Self::BuildProgress
+            | Self::BuildSucceeded
+            | Self::BuildFailed
+            | Self::BuildCancelled
+            | Self::BuildTimedOut
+            | Self::ModulePending
+            | Self::ModuleStarted
+            | Self::ModuleProgress
+            | Self::ModuleSucceeded
+            | Self::ModuleFailed
+            | Self::ModuleSkipped
+            | Self::ModuleCancelled
+            | Self::ModuleTimedOut
+            | Self::BuildLog => Topic::Builds,
             Self::NotificationUpdated => Topic::Notifications,
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 use crate::auth::password::Passwords;
 use crate::auth::throttle::{MailThrottle, SignInThrottle};
 use crate::auth::{AccessTokens, AuthService, JwtKeys, SigningKey};
+use crate::builds::{BUILD_QUEUE, BUILD_RUN, BuildExecutor, BuildLogs, BuildRunHandler, BuildService, RunningBuilds};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
@@ -41,6 +42,9 @@ struct HubInner {
     access_tokens: AccessTokens,
     sign_in_throttle: SignInThrottle,
     mail_throttle: MailThrottle,
+    build_executor: Option<Arc<dyn BuildExecutor>>,
+    build_logs: BuildLogs,
+    running_builds: RunningBuilds,
 }
 
 impl TechHub {
@@ -110,6 +114,24 @@ impl TechHub {
         &self.inner.mail_throttle
     }
 
+    /// The build service: create, list, cancel and retry builds, drive modules, logs, statistics, progress.
+    pub fn builds(&self) -> BuildService {
+        BuildService::new(self.clone())
+    }
+
+    /// The executor that runs module commands in this process, if one was configured.
+    pub fn build_executor(&self) -> Option<&Arc<dyn BuildExecutor>> {
+        self.inner.build_executor.as_ref()
+    }
+
+    pub(crate) fn build_logs(&self) -> &BuildLogs {
+        &self.inner.build_logs
+    }
+
+    pub(crate) fn running_builds(&self) -> &RunningBuilds {
+        &self.inner.running_builds
+    }
+
     /// The job service: enqueue, list, cancel and retry jobs.
     pub fn jobs(&self) -> JobService {
         JobService::new(self.clone())
@@ -161,6 +183,7 @@ pub struct TechHubBuilder {
     handlers: Registry,
     notifier: Option<Arc<dyn Notifier>>,
     jwt_keys: Option<JwtKeys>,
+    build_executor: Option<Arc<dyn BuildExecutor>>,
 }
 
 impl TechHubBuilder {
@@ -177,6 +200,14 @@ impl TechHubBuilder {
     #[must_use]
     pub fn notifier(mut self, notifier: impl Notifier) -> Self {
         self.notifier = Some(Arc::new(notifier));
+        self
+    }
+
+    /// Runs module commands with `executor` (a [`ProcessExecutor`](crate::builds::ProcessExecutor), say).
+    /// Without one, builds are driven by external executors only, and module commands are refused.
+    #[must_use]
+    pub fn build_executor(mut self, executor: impl BuildExecutor) -> Self {
+        self.build_executor = Some(Arc::new(executor));
         self
     }
 
@@ -230,6 +261,12 @@ impl TechHubBuilder {
         let mut handlers = self.handlers;
         register_builtin_handlers(&mut handlers);
         register_transfer_handlers(&mut handlers);
+        // A build enforces its own timeout (at most a day); the job's only guards against a runner that hangs.
+        let build_run = HandlerOptions::default()
+            .queue(BUILD_QUEUE)
+            .max_attempts(10)
+            .timeout(std::time::Duration::from_secs(25 * 3600));
+        handlers.insert(BUILD_RUN.to_owned(), Arc::new(BuildRunHandler), build_run);
         let keys = self.jwt_keys.unwrap_or_else(|| {
             tracing::warn!("no JWT keys configured: using a random key, so sessions end when the process does");
             JwtKeys::new(SigningKey::ephemeral())
@@ -251,6 +288,9 @@ impl TechHubBuilder {
                 access_tokens,
                 sign_in_throttle: SignInThrottle::default(),
                 mail_throttle: MailThrottle::default(),
+                build_executor: self.build_executor,
+                build_logs: BuildLogs::default(),
+                running_builds: RunningBuilds::default(),
             }),
         })
     }
@@ -262,6 +302,7 @@ impl fmt::Debug for TechHubBuilder {
             .field("storage", &self.storage.as_ref().map(|storage| storage.backend()))
             .field("config", &self.config)
             .field("handlers", &self.handlers)
+            .field("build_executor", &self.build_executor.as_ref().map(|executor| executor.name()))
             .finish_non_exhaustive()
     }
 }

@@ -1,17 +1,37 @@
-//! Builds: a map by id, and each build's log as a vector (the position is the `seq`).
+//! Builds: a map by id, each build's log as an ordered map by `seq` (with its length, so dropped lines never
+//! renumber it), and the outcomes of finished builds for statistics.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
-use techhub_core::model::{Build, BuildFilter, BuildId, Job, LogLine, NewLogLine, Page, PageRequest};
+use techhub_core::model::{
+    Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Job, LogLine, NewLogLine, OutcomeFilter, Page, PageRequest,
+};
 use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult};
 
 use crate::{MemoryStore, paging, read, write};
 
 #[derive(Debug, Default)]
+struct Log {
+    lines: BTreeMap<u64, LogLine>,
+    length: u64,
+}
+
+#[derive(Debug, Default)]
 pub(crate) struct BuildTables {
     by_id: BTreeMap<BuildId, Build>,
-    logs: HashMap<BuildId, Vec<LogLine>>,
+    logs: HashMap<BuildId, Log>,
+    outcomes: BTreeMap<BuildId, BuildOutcome>,
+}
+
+impl BuildTables {
+    fn store(&mut self, build: Build) {
+        match BuildOutcome::of(&build) {
+            Some(outcome) => self.outcomes.insert(build.id, outcome),
+            None => self.outcomes.remove(&build.id),
+        };
+        self.by_id.insert(build.id, build);
+    }
 }
 
 #[async_trait]
@@ -28,7 +48,7 @@ impl BuildStore for MemoryStore {
             .into_iter()
             .map(|mut build| {
                 build.version = 1;
-                tables.by_id.insert(build.id, build.clone());
+                tables.store(build.clone());
                 build
             })
             .collect();
@@ -42,13 +62,13 @@ impl BuildStore for MemoryStore {
 
     async fn update_build(&self, mut build: Build, expected_version: u64) -> StoreResult<Build> {
         let mut tables = write(&self.builds);
-        let stored = tables.by_id.get_mut(&build.id).ok_or(StoreError::NotFound)?;
+        let stored = tables.by_id.get(&build.id).ok_or(StoreError::NotFound)?;
         if stored.version != expected_version {
             return Err(Conflict::VersionMismatch.into());
         }
         build.version = expected_version + 1;
         build.created_at = stored.created_at;
-        *stored = build.clone();
+        tables.store(build.clone());
         Ok(build)
     }
 
@@ -63,16 +83,51 @@ impl BuildStore for MemoryStore {
         }
         let log = tables.logs.entry(id).or_default();
         for line in lines {
-            let seq = log.len() as u64;
-            log.push(LogLine { seq, at: line.at, module: line.module, stream: line.stream, text: line.text });
+            log.lines.insert(log.length, line.numbered(log.length));
+            log.length += 1;
         }
-        Ok(log.len() as u64)
+        Ok(log.length)
     }
 
     async fn read_log(&self, id: BuildId, offset: u64, limit: usize) -> StoreResult<Vec<LogLine>> {
         let tables = read(&self.builds);
-        let log = tables.logs.get(&id).map(Vec::as_slice).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
-        Ok(log[start..].iter().take(limit).cloned().collect())
+        let Some(log) = tables.logs.get(&id) else { return Ok(Vec::new()) };
+        Ok(log.lines.range(offset..).take(limit).map(|(_, line)| line.clone()).collect())
+    }
+
+    async fn truncate_log(&self, id: BuildId, marker: LogLine, drop: Vec<u64>) -> StoreResult<()> {
+        let mut tables = write(&self.builds);
+        if !tables.by_id.contains_key(&id) {
+            return Err(StoreError::NotFound);
+        }
+        let log = tables.logs.entry(id).or_default();
+        for seq in drop {
+            log.lines.remove(&seq);
+        }
+        log.lines.insert(marker.seq, marker);
+        Ok(())
+    }
+
+    async fn build_counts(&self) -> StoreResult<Vec<(BuildStatus, u64)>> {
+        let tables = read(&self.builds);
+        let mut counts = BTreeMap::new();
+        for build in tables.by_id.values() {
+            *counts.entry(build.status).or_insert(0_u64) += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    async fn build_outcomes(&self, filter: &OutcomeFilter) -> StoreResult<Vec<BuildOutcome>> {
+        Ok(read(&self.builds).outcomes.values().filter(|outcome| filter.matches(outcome)).cloned().collect())
+    }
+
+    async fn latest_builds(&self) -> StoreResult<Vec<Build>> {
+        let tables = read(&self.builds);
+        let mut latest: BTreeMap<&str, &Build> = BTreeMap::new();
+        // Ids grow with time (UUID v7), so the last build seen per project is its newest.
+        for build in tables.by_id.values() {
+            latest.insert(&build.project, build);
+        }
+        Ok(latest.into_values().cloned().collect())
     }
 }

@@ -91,6 +91,10 @@ trees! {
     BuildLogs = "build_logs",
     /// Build id → number of log lines.
     BuildLogLengths = "build_log_lengths",
+    /// Status (its position in `BuildStatus::ALL`) → number of builds.
+    BuildCounts = "build_counts",
+    /// Build id → the outcome of a finished build (JSON), for statistics.
+    BuildOutcomes = "build_outcomes",
     /// Notification id → notification (JSON).
     Notifications = "notifications",
     /// Channel · status → count.

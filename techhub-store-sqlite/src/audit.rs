@@ -5,11 +5,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use techhub_core::model::{AuditEntry, AuditFilter, Page, PageRequest};
-use techhub_core::storage::{AuditStore, Conflict, StoreResult};
+use techhub_core::storage::{AuditStore, Conflict, StoreResult, decisions};
 
 use crate::CachedStatements;
 use crate::rows::{micros, to_json};
-use crate::{Sql, SqliteStore, rows, start_after};
+use crate::{Sql, SqliteStore, rows};
 
 /// Rows deleted per write when pruning, so a long retention pass never holds the writer for long.
 const PRUNE_SLICE: i64 = 2_000;
@@ -43,7 +43,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
-        let after = start_after(page)?;
+        let after = decisions::start_after(page)?;
         let filter = filter.clone();
         let limit = page.limit;
         self.engine

@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use techhub_core::model::{Build, BuildFilter, BuildId, BuildStatus, Job, LogLine, NewLogLine, Page, PageRequest};
-use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult};
+use techhub_core::model::{
+    Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Job, LogLine, NewLogLine, OutcomeFilter, Page, PageRequest,
+};
+use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
-use crate::rows::to_json;
-use crate::{Sql, SqliteStore, jobs, rows, start_after};
+use crate::rows::{micros, to_json};
+use crate::{Sql, SqliteStore, jobs, rows};
 
 fn status_word(status: BuildStatus) -> StoreResult<String> {
     Ok(to_json(&status)?.trim_matches('"').to_owned())
@@ -18,6 +20,20 @@ fn load(connection: &Connection, id: BuildId) -> StoreResult<Option<Build>> {
         .cached_row("SELECT record FROM builds WHERE id = ?1", [id.as_bytes()], |row| rows::from_json(row, 0))
         .optional()
         .sql()
+}
+
+/// Keeps the build's outcome beside it: written when the build is finished, removed when it is not.
+fn save_outcome(connection: &Connection, build: &Build) -> StoreResult<()> {
+    match BuildOutcome::of(build) {
+        Some(outcome) => connection
+            .cached_execute(
+                "INSERT OR REPLACE INTO build_outcomes (build_id, project, finished_at, record) VALUES (?1, ?2, ?3, ?4)",
+                params![build.id.as_bytes(), outcome.project, micros(outcome.finished_at), to_json(&outcome)?],
+            )
+            .sql()?,
+        None => connection.cached_execute("DELETE FROM build_outcomes WHERE build_id = ?1", [build.id.as_bytes()]).sql()?,
+    };
+    Ok(())
 }
 
 #[async_trait]
@@ -43,6 +59,7 @@ impl BuildStore for SqliteStore {
                             ],
                         )
                         .sql()?;
+                    save_outcome(connection, &build)?;
                     stored.push(build);
                 }
                 jobs::insert_jobs(connection, follow_up)?;
@@ -77,13 +94,14 @@ impl BuildStore for SqliteStore {
                         ],
                     )
                     .sql()?;
+                save_outcome(connection, &build)?;
                 Ok(build)
             })
             .await
     }
 
     async fn list_builds(&self, filter: &BuildFilter, page: &PageRequest) -> StoreResult<Page<Build>> {
-        let after = start_after(page)?;
+        let after = decisions::start_after(page)?;
         let filter = filter.clone();
         let limit = page.limit;
         self.engine
@@ -166,6 +184,93 @@ impl BuildStore for SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .sql()?;
                 Ok(lines)
+            })
+            .await
+    }
+
+    async fn truncate_log(&self, id: BuildId, marker: LogLine, drop: Vec<u64>) -> StoreResult<()> {
+        self.engine
+            .write(move |connection| {
+                if load(connection, id)?.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let mut delete =
+                    connection.prepare_cached("DELETE FROM build_logs WHERE build_id = ?1 AND seq = ?2").sql()?;
+                for seq in drop {
+                    delete.execute(params![id.as_bytes(), i64::try_from(seq).unwrap_or(i64::MAX)]).sql()?;
+                }
+                connection
+                    .cached_execute(
+                        "INSERT OR REPLACE INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)",
+                        params![id.as_bytes(), i64::try_from(marker.seq).unwrap_or(i64::MAX), to_json(&marker)?],
+                    )
+                    .sql()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn build_counts(&self) -> StoreResult<Vec<(BuildStatus, u64)>> {
+        let counted = self
+            .engine
+            .read(move |connection| {
+                let mut statement =
+                    connection.prepare_cached("SELECT status, COUNT(*) FROM builds GROUP BY status").sql()?;
+                let rows = statement
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .sql()?;
+                Ok(rows)
+            })
+            .await?;
+        Ok(BuildStatus::ALL
+            .iter()
+            .filter_map(|status| {
+                let (_, count) = counted.iter().find(|(word, _)| word == status.as_str())?;
+                Some((*status, u64::try_from(*count).unwrap_or_default()))
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect())
+    }
+
+    async fn build_outcomes(&self, filter: &OutcomeFilter) -> StoreResult<Vec<BuildOutcome>> {
+        let filter = filter.clone();
+        self.engine
+            .read(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT record FROM build_outcomes WHERE (?1 IS NULL OR project = ?1) \
+                         AND (?2 IS NULL OR finished_at >= ?2) ORDER BY build_id",
+                    )
+                    .sql()?;
+                let outcomes = statement
+                    .query_map(params![filter.project, filter.since.map(micros)], |row| rows::from_json(row, 0))
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<BuildOutcome>>>()
+                    .sql()?;
+                Ok(outcomes)
+            })
+            .await
+    }
+
+    async fn latest_builds(&self) -> StoreResult<Vec<Build>> {
+        self.engine
+            .read(move |connection| {
+                // One index seek per project on builds_project (project, id).
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT (SELECT record FROM builds AS newest WHERE newest.project = projects.project \
+                         ORDER BY id DESC LIMIT 1) FROM (SELECT DISTINCT project FROM builds) AS projects \
+                         ORDER BY projects.project",
+                    )
+                    .sql()?;
+                let builds = statement
+                    .query_map([], |row| rows::from_json::<Build>(row, 0))
+                    .sql()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .sql()?;
+                Ok(builds)
             })
             .await
     }

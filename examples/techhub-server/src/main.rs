@@ -2,6 +2,7 @@
 //! workers in the same process. Configured by the environment (see `settings`); stops gracefully on SIGINT
 //! and SIGTERM (in-flight requests finish, running jobs get their grace period).
 
+mod build_settings;
 mod secret_file;
 mod settings;
 
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use techhub_core::auth::{JwtKeys, SigningKey};
+use techhub_core::builds::{BUILD_QUEUE, ProcessExecutor};
 use techhub_core::jobs::WorkerConfig;
 use techhub_core::notify::SmtpNotifier;
 use techhub_core::storage::DynStorage;
@@ -19,6 +21,7 @@ use techhub_store_memory::MemoryStore;
 use techhub_store_sled::SledStore;
 use techhub_store_sqlite::SqliteStore;
 
+use crate::build_settings::BuildSettings;
 use crate::settings::{LogFormat, Settings, StoreSetting};
 
 #[tokio::main]
@@ -30,8 +33,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let builds = match BuildSettings::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(builds) => builds,
+        Err(error) => {
+            eprintln!("techhub-server: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(&settings);
-    match run(settings).await {
+    match run(settings, builds).await {
         Ok(()) => ExitCode::SUCCESS,
         // A setting found unusable only at start (a store that cannot open, an admin address that belongs to
         // someone else, an unsafe secret file) is a configuration error like any other: exit 2.
@@ -57,12 +67,12 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    tracing::info!(?settings, "starting");
+async fn run(settings: Settings, builds: BuildSettings) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(?settings, ?builds, "starting");
     let (storage, data_dir) = open_store(&settings.store)?;
     let secret = jwt_secret(&settings, data_dir.as_deref())?;
 
-    let mut config = Config::default();
+    let mut config = Config::default().builds(builds.config());
     if let Some(url) = &settings.public_url {
         config.public_url = url.trim_end_matches('/').to_owned();
     }
@@ -74,13 +84,16 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .config(config.clone())
         .jwt_keys(JwtKeys::new(SigningKey::hs256("server", secret.as_bytes())?));
     if let Some(url) = &settings.smtp_url {
-        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from).map_err(|error| {
-            settings::SettingError { variable: "TECHHUB_SMTP_URL", problem: error.message().to_owned() }
-        })?);
+        // Both the URL and the sender were checked with the settings.
+        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from)?);
+    }
+    if builds.process_executor {
+        builder = builder.build_executor(ProcessExecutor::new());
     }
     let hub = builder.build()?;
 
     if let Some((email, password)) = &settings.admin {
+        // The address and the password were checked with the settings; what is left is the account itself.
         let admin = hub.users().ensure_admin(email, password).await.map_err(|error| settings::SettingError {
             variable: "TECHHUB_ADMIN_EMAIL",
             problem: match error.code() {
@@ -88,15 +101,18 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                     "{email} belongs to an existing account that is not an admin, and TECHHUB_ADMIN_PASSWORD does \
                      not sign in to it; refusing to promote it (choose another address, or promote it by hand)"
                 ),
-                _ => format!("the admin could not be set up: {}", error.message()),
+                _ => format!("the admin account could not be set up: {}", error.message()),
             },
         })?;
         tracing::info!(admin = %admin.email, "admin account ready");
     }
 
-    let workers = hub.start_workers(
-        WorkerConfig::default().queue("default", settings.workers).queue("email", settings.workers.div_ceil(2)),
-    )?;
+    let mut worker_config =
+        WorkerConfig::default().queue("default", settings.workers).queue("email", settings.workers.div_ceil(2));
+    if builds.process_executor {
+        worker_config = worker_config.queue(BUILD_QUEUE, builds.concurrency);
+    }
+    let workers = hub.start_workers(worker_config)?;
 
     let http = techhub_axum::HttpConfig {
         cors_origins: settings.cors_origins.clone(),

@@ -3,6 +3,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod auth;
+pub(crate) mod builds;
 pub(crate) mod jobs;
 pub(crate) mod sessions;
 pub(crate) mod system;

@@ -10,7 +10,10 @@ mod token;
 mod user;
 
 pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditOutcome};
-pub use build::{Build, BuildFilter, BuildStatus, LogLine, LogStream, Module, ModuleStatus, NewLogLine};
+pub use build::{
+    Build, BuildFilter, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleOutcome, ModuleStatus, NewLogLine,
+    OutcomeFilter,
+};
 pub use ids::{AuditId, BuildId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
@@ -19,7 +22,7 @@ pub use job::{
 pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use token::{ClientMeta, Consumed, TokenHash, TokenKind, TokenRecord};
-pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User};
+pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User, UserCounts};
 
 /// Which users to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -215,6 +215,39 @@ impl User {
             last_failed_login_at: None,
         }
     }
+
+    /// Whether the user is an active admin: what the last-admin guard counts.
+    pub fn is_active_admin(&self) -> bool {
+        self.active && self.role == Role::Admin
+    }
+}
+
+/// How many users there are: kept by the store as users change, never counted by loading every user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserCounts {
+    /// Every user.
+    pub total: u64,
+    /// Users who may sign in.
+    pub active: u64,
+    /// Users with the admin role, active or not.
+    pub admins: u64,
+}
+
+impl UserCounts {
+    /// Follows a write that replaces `before` by `after` (`None`: absent; an insert has no `before`, a delete
+    /// no `after`).
+    pub fn follow(&mut self, before: Option<&User>, after: Option<&User>) {
+        for (user, add) in [(before, false), (after, true)] {
+            let Some(user) = user else { continue };
+            for (counter, counts) in
+                [(&mut self.total, true), (&mut self.active, user.active), (&mut self.admins, user.role == Role::Admin)]
+            {
+                if counts {
+                    *counter = if add { counter.saturating_add(1) } else { counter.saturating_sub(1) };
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

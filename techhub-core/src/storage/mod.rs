@@ -13,6 +13,7 @@
 //! same atomic write. A user is never created without its welcome email, and no job exists for a user whose
 //! insert failed.
 
+pub mod decisions;
 mod error;
 
 #[cfg(feature = "conformance")]
@@ -28,10 +29,10 @@ use serde_json::Value;
 
 pub use self::error::{Conflict, StoreError, StoreResult};
 use crate::model::{
-    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, Consumed, Email, Job, JobFailure, JobFilter, JobId,
-    JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId, Page,
-    PageRequest, Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserFilter, UserId,
-    WorkerId,
+    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job,
+    JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount,
+    NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts, TokenFamilyId,
+    TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -84,6 +85,11 @@ pub trait UserStore: Send + Sync {
     /// Resets the failure count after a successful sign-in. The version does not change. A missing user is
     /// `NotFound`.
     async fn clear_login_failures(&self, id: UserId) -> StoreResult<()>;
+
+    /// How many users there are (all, active, admins), without loading them.
+    ///
+    /// The counts follow every insert, update and delete at once.
+    async fn count_users(&self) -> StoreResult<UserCounts>;
 
     /// A page of users passing `filter`, in id order.
     ///
@@ -157,7 +163,9 @@ pub trait JobStore: Send + Sync {
     ///
     /// - If the job has a `unique_key` and a queued or running job has that key, returns that job and
     ///   stores nothing. Of concurrent enqueues with one key exactly one job is stored.
-    /// - A job whose id exists fails with [`Conflict::Duplicate`].
+    /// - Otherwise a job whose id exists fails with [`Conflict::Duplicate`]. The key is asked first: enqueueing
+    ///   again a job whose key is still live returns the live job, whatever its id (a retried request is
+    ///   answered, not refused).
     ///
     /// Returns the stored (or existing) job.
     async fn enqueue(&self, job: Job) -> StoreResult<Job>;
@@ -267,6 +275,7 @@ pub trait BuildStore: Send + Sync {
     /// Stores every build with version 1, and `follow_up` jobs, in one atomic write: all or nothing.
     ///
     /// A build whose id exists fails with [`Conflict::Duplicate`] and stores nothing.
+    /// A build stored finished has its [`BuildOutcome`] kept in the same write (see [`BuildStore::build_outcomes`]).
     async fn insert_builds(&self, builds: Vec<Build>, follow_up: Vec<Job>) -> StoreResult<Vec<Build>>;
 
     /// The build with `id`, if any.
@@ -276,6 +285,8 @@ pub trait BuildStore: Send + Sync {
     ///
     /// A stale version fails with [`Conflict::VersionMismatch`] and changes nothing; a missing build with
     /// [`StoreError::NotFound`].
+    /// A build stored finished has its [`BuildOutcome`] written (replaced) in the same atomic write; a build
+    /// stored unfinished (a retried module made it run again) has its outcome removed.
     async fn update_build(&self, build: Build, expected_version: u64) -> StoreResult<Build>;
 
     /// A page of builds passing `filter`, in id order.
@@ -287,7 +298,27 @@ pub trait BuildStore: Send + Sync {
     async fn append_log(&self, id: BuildId, lines: Vec<NewLogLine>) -> StoreResult<u64>;
 
     /// Up to `limit` lines of the build's log from `offset` (a `seq`), in order.
+    ///
+    /// Lines dropped by [`BuildStore::truncate_log`] are not returned; the `seq`s of the others never change.
     async fn read_log(&self, id: BuildId, offset: u64, limit: usize) -> StoreResult<Vec<LogLine>>;
+
+    /// Drops log lines in one atomic write: the line at `marker.seq` is replaced by `marker`, and every line
+    /// whose `seq` is in `drop` is deleted (a `seq` that is not stored is ignored).
+    ///
+    /// The caller never drops the log's last line, so the next append still numbers on from the log's length.
+    /// A missing build fails with [`StoreError::NotFound`] and changes nothing.
+    async fn truncate_log(&self, id: BuildId, marker: LogLine, drop: Vec<u64>) -> StoreResult<()>;
+
+    /// How many builds there are per status (only non-zero counts, in [`BuildStatus::ALL`] order), without
+    /// loading the builds.
+    async fn build_counts(&self) -> StoreResult<Vec<(BuildStatus, u64)>>;
+
+    /// The outcomes of the finished builds that pass `filter`, in build id order: what statistics are computed
+    /// from, without loading the builds themselves.
+    async fn build_outcomes(&self, filter: &OutcomeFilter) -> StoreResult<Vec<BuildOutcome>>;
+
+    /// The newest build (highest id) of every project, in project-name order.
+    async fn latest_builds(&self) -> StoreResult<Vec<Build>>;
 }
 
 /// Notification delivery records.

@@ -147,24 +147,27 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Prunes audit entries past their retention, finished jobs past theirs, and expired tokens.
+    /// Prunes audit entries past their retention, expired tokens, and finished jobs past their retention
+    /// (when there is one).
     async fn prune(&self, hub: &TechHub) -> Result<()> {
         let audit = hub.audit().prune().await?;
         if audit > 0 {
             tracing::info!(entries = audit, "pruned old audit entries");
         }
-        let Some(retention) = self.retention else { return Ok(()) };
         let now = hub.now();
         let storage = hub.storage();
-        let mut pruned = 0;
-        for (states, keep) in [
-            (&[JobState::Succeeded][..], retention.succeeded),
-            (&[JobState::Cancelled][..], retention.cancelled),
-            (&[JobState::Failed][..], retention.failed),
-        ] {
-            pruned += storage.prune_jobs(states, clock::sub(now, keep)).await?;
-        }
+        // Tokens go whatever the job retention: turning job pruning off must not keep dead tokens forever.
         let tokens = storage.prune_tokens(now).await?;
+        let mut pruned = 0;
+        if let Some(retention) = self.retention {
+            for (states, keep) in [
+                (&[JobState::Succeeded][..], retention.succeeded),
+                (&[JobState::Cancelled][..], retention.cancelled),
+                (&[JobState::Failed][..], retention.failed),
+            ] {
+                pruned += storage.prune_jobs(states, clock::sub(now, keep)).await?;
+            }
+        }
         if pruned + tokens > 0 {
             tracing::info!(jobs = pruned, tokens, "pruned finished jobs and expired tokens");
         }

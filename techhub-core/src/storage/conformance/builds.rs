@@ -3,7 +3,10 @@
 use tokio::task::JoinSet;
 
 use super::fixtures::{all_jobs, at, conflict, job, t0};
-use crate::model::{Build, BuildFilter, BuildId, BuildStatus, LogStream, Module, NewLogLine, PageRequest, UserId};
+use crate::model::{
+    Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleStatus, NewLogLine,
+    OutcomeFilter, PageRequest, UserId,
+};
 use crate::storage::{Conflict, DynStorage, StoreError};
 
 fn build(project: &str) -> Build {
@@ -119,4 +122,85 @@ pub async fn builds_list_filters(store: DynStorage) {
     assert_eq!(ids(BuildFilter { project: Some("web".into()), ..Default::default() }).await, [mine.id, failed.id]);
     assert_eq!(ids(BuildFilter { status: Some(BuildStatus::Failed), ..Default::default() }).await, [failed.id]);
     assert_eq!(ids(BuildFilter { created_by: Some(owner), ..Default::default() }).await, [mine.id]);
+}
+
+/// Truncation deletes the named lines and replaces the marker's, without renumbering: the next append numbers
+/// on from the log's length.
+pub async fn builds_truncate_log_drops_lines_and_keeps_numbering(store: DynStorage) {
+    let id = store.insert_builds(vec![build("cap")], vec![]).await.expect("insert works")[0].id;
+    let lines = (0..6).map(|n| line(&format!("l{n}"))).collect();
+    assert_eq!(store.append_log(id, lines).await.expect("append works"), 6);
+    let marker = LogLine {
+        seq: 2,
+        at: at(2),
+        module: Some("compile".into()),
+        stream: LogStream::System,
+        text: "2 lines dropped".into(),
+    };
+    store.truncate_log(id, marker.clone(), vec![3, 4, 99]).await.expect("truncate works");
+    let log = store.read_log(id, 0, 100).await.expect("read works");
+    assert_eq!(log.iter().map(|line| line.seq).collect::<Vec<_>>(), [0, 1, 2, 5]);
+    assert_eq!(log[2], marker);
+    assert_eq!(store.read_log(id, 3, 1).await.expect("read works")[0].seq, 5);
+    assert_eq!(store.append_log(id, vec![line("l6")]).await.expect("append works"), 7);
+    assert_eq!(store.read_log(id, 6, 10).await.expect("read works")[0].text, "l6");
+    let missing = store.truncate_log(BuildId::new(), marker, vec![1]).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+}
+
+/// Counts per status follow inserts and updates, in status order, without zero entries.
+pub async fn builds_counts_by_status(store: DynStorage) {
+    assert!(store.build_counts().await.expect("counts work").is_empty());
+    let mut failed = build("x");
+    failed.status = BuildStatus::Failed;
+    let stored = store.insert_builds(vec![build("a"), build("b"), failed], vec![]).await.expect("insert works");
+    assert_eq!(store.build_counts().await.expect("counts work"), [(BuildStatus::Queued, 2), (BuildStatus::Failed, 1)]);
+    let running = Build { status: BuildStatus::Running, ..stored[0].clone() };
+    store.update_build(running, 1).await.expect("update works");
+    assert_eq!(
+        store.build_counts().await.expect("counts work"),
+        [(BuildStatus::Queued, 1), (BuildStatus::Running, 1), (BuildStatus::Failed, 1)]
+    );
+}
+
+/// A build stored finished has its outcome kept (filtered by project and finish time); stored unfinished
+/// again, the outcome is gone.
+pub async fn builds_outcomes_follow_finished_builds(store: DynStorage) {
+    let mut web = build("web");
+    web.status = BuildStatus::Succeeded;
+    web.started_at = Some(at(1));
+    web.finished_at = Some(at(11));
+    web.modules[0].status = ModuleStatus::Succeeded;
+    let api = build("api");
+    let stored = store.insert_builds(vec![web.clone(), api], vec![]).await.expect("insert works");
+    let all = store.build_outcomes(&OutcomeFilter::default()).await.expect("outcomes work");
+    assert_eq!(all, [BuildOutcome::of(&stored[0]).expect("finished")]);
+    assert_eq!(all[0].duration_ms, Some(10_000));
+
+    let mut api = stored[1].clone();
+    api.status = BuildStatus::Failed;
+    api.finished_at = Some(at(20));
+    let api = store.update_build(api, 1).await.expect("update works");
+    let by_project = OutcomeFilter { project: Some("api".into()), ..Default::default() };
+    assert_eq!(
+        store.build_outcomes(&by_project).await.expect("outcomes work"),
+        [BuildOutcome::of(&api).expect("finished")]
+    );
+    let recent = OutcomeFilter { since: Some(at(15)), ..Default::default() };
+    assert_eq!(store.build_outcomes(&recent).await.expect("outcomes work").len(), 1);
+
+    let rerun = Build { status: BuildStatus::Running, finished_at: None, ..api };
+    store.update_build(rerun, 2).await.expect("update works");
+    assert!(store.build_outcomes(&by_project).await.expect("outcomes work").is_empty());
+    assert_eq!(store.build_outcomes(&OutcomeFilter::default()).await.expect("outcomes work").len(), 1);
+}
+
+/// The newest build of every project, in project order.
+pub async fn builds_latest_per_project(store: DynStorage) {
+    assert!(store.latest_builds().await.expect("latest works").is_empty());
+    let (old_web, api, new_web) = (build("web"), build("api"), build("web"));
+    store.insert_builds(vec![old_web, api.clone()], vec![]).await.expect("insert works");
+    store.insert_builds(vec![new_web.clone()], vec![]).await.expect("insert works");
+    let latest = store.latest_builds().await.expect("latest works");
+    assert_eq!(latest.iter().map(|build| build.id).collect::<Vec<_>>(), [api.id, new_web.id]);
 }

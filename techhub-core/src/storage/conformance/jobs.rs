@@ -291,6 +291,28 @@ pub async fn jobs_unique_key_deduplicates_while_live(store: DynStorage) {
     assert_eq!(all_jobs(&store).await.len(), 2);
 }
 
+/// The unique key is asked before the id: enqueueing again a job whose key is live returns the live job (even
+/// with an id that exists), while a job without a live key and with an existing id is a `Duplicate`.
+pub async fn jobs_enqueue_asks_the_unique_key_before_the_id(store: DynStorage) {
+    let keyed = spec(NewJob::new("report", json!({})).unique_key("report:2030-02"));
+    let stored = store.enqueue(keyed.clone()).await.expect("enqueue works");
+    assert_eq!(store.enqueue(keyed.clone()).await.expect("the live job is returned"), stored);
+    assert_eq!(store.enqueue_many(vec![keyed.clone()]).await.expect("the live job is returned"), vec![stored.clone()]);
+
+    // Another job's id with a live key: the key holder answers, nothing is stored.
+    let plain = store.enqueue(job("plain")).await.expect("enqueue works");
+    let borrowed_id = Job { id: plain.id, ..spec(NewJob::new("report", json!({})).unique_key("report:2030-02")) };
+    assert_eq!(store.enqueue(borrowed_id).await.expect("the live job is returned").id, stored.id);
+    // Without a live key, an existing id is refused.
+    assert_eq!(conflict(store.enqueue(plain.clone()).await), Conflict::Duplicate);
+    // Once the keyed job finished, its key is free and the id alone decides.
+    let lease = claim(&store, "default", "w", t0()).await.lease().expect("running");
+    assert_eq!(lease.job_id, stored.id, "the older job is claimed first");
+    store.complete(&lease, json!({}), None, at(1)).await.expect("complete works");
+    assert_eq!(conflict(store.enqueue(keyed).await), Conflict::Duplicate);
+    assert_eq!(all_jobs(&store).await.len(), 2);
+}
+
 /// Of 16 concurrent enqueues with one unique key exactly one job is stored, and all get it.
 pub async fn jobs_unique_key_concurrent_enqueues_store_one(store: DynStorage) {
     let mut tasks = JoinSet::new();
@@ -441,6 +463,28 @@ pub async fn jobs_list_filters_and_cursor(store: DynStorage) {
         count(JobFilter { state: Some(JobState::Queued), queue: Some("default".into()), ..Default::default() }).await,
         15
     );
+}
+
+/// A cancelled job can be retried; a succeeded one cannot; nor can a job whose unique key another live job
+/// holds (`Duplicate`), which stays as it was.
+pub async fn jobs_retry_of_cancelled_succeeded_and_key_held(store: DynStorage) {
+    let cancelled = store.enqueue(job("cancel_me")).await.expect("enqueue works");
+    store.cancel(cancelled.id, at(1)).await.expect("cancel works");
+    let retried = store.retry(cancelled.id, at(2)).await.expect("a cancelled job can be retried");
+    assert_eq!((retried.state, retried.attempt, retried.run_at), (JobState::Queued, 0, at(2)));
+
+    let done = claim(&store, "default", "w", at(2)).await.lease().expect("running");
+    store.complete(&done, json!({}), None, at(3)).await.expect("complete works");
+    assert_eq!(conflict(store.retry(cancelled.id, at(4)).await), Conflict::InvalidState);
+    assert_eq!(get(&store, cancelled.id).await.state, JobState::Succeeded);
+
+    let keyed = |kind: &str| spec(NewJob::new(kind, json!({})).unique_key("nightly"));
+    let first = store.enqueue(keyed("first")).await.expect("enqueue works");
+    store.cancel(first.id, at(5)).await.expect("cancel works");
+    let second = store.enqueue(keyed("second")).await.expect("the key is free once the first is cancelled");
+    assert_ne!(second.id, first.id);
+    assert_eq!(conflict(store.retry(first.id, at(6)).await), Conflict::Duplicate);
+    assert_eq!(get(&store, first.id).await.state, JobState::Cancelled);
 }
 
 /// Retrying a failed or cancelled job queues it with a fresh attempt budget; other states are refused.

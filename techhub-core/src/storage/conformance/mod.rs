@@ -26,6 +26,7 @@
 
 mod audit;
 mod builds;
+mod builds_run;
 pub mod crash;
 mod fixtures;
 mod jobs;
@@ -40,6 +41,7 @@ use async_trait::async_trait;
 
 pub use self::audit::*;
 pub use self::builds::*;
+pub use self::builds_run::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
@@ -92,10 +94,13 @@ macro_rules! conformance_tests {
             users_update_email_frees_old_and_refuses_taken,
             users_last_active_admin_is_protected,
             users_delete_ends_sessions_and_frees_email,
+            users_delete_keeps_jobs_builds_and_notifications,
             users_delete_checks_expected_version,
             users_cursor_listing_never_skips_or_repeats_during_inserts,
+            users_cursor_listing_never_skips_or_repeats_during_deletes,
             users_list_filters_by_role_active_and_substring,
             users_list_rejects_forged_cursor,
+            users_counts_follow_every_write,
             users_insert_with_follow_up_jobs_is_atomic,
             users_update_with_follow_up_jobs_is_atomic,
             users_login_failures_count_atomically,
@@ -128,6 +133,7 @@ macro_rules! conformance_tests {
             jobs_release_does_not_charge_an_attempt,
             jobs_cancel_queued_vs_running,
             jobs_unique_key_deduplicates_while_live,
+            jobs_enqueue_asks_the_unique_key_before_the_id,
             jobs_unique_key_concurrent_enqueues_store_one,
             jobs_enqueue_many_is_all_or_nothing,
             jobs_counts_by_queue_and_state,
@@ -135,12 +141,18 @@ macro_rules! conformance_tests {
             jobs_prune_by_age_and_state,
             jobs_list_filters_and_cursor,
             jobs_retry_gives_failed_job_fresh_budget,
+            jobs_retry_of_cancelled_succeeded_and_key_held,
             jobs_discard_payload_only_when_finished,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
             builds_concurrent_log_appends_have_no_gaps,
             builds_list_filters,
+            builds_truncate_log_drops_lines_and_keeps_numbering,
+            builds_counts_by_status,
+            builds_outcomes_follow_finished_builds,
+            builds_latest_per_project,
+            builds_run_end_to_end_through_the_service,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
             audit_append_reads_back_in_order_and_never_replaces,
