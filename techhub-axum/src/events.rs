@@ -296,3 +296,20 @@ async fn run(socket: WebSocket, state: &AppState, mut caller: Caller, mut bus: b
     drop(outgoing);
     let _ = writer.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_and_client_messages_never_show_a_token_in_debug() {
+        let query = EventsQuery { access_token: Some("eyJ.secret.token".to_owned()) };
+        assert!(!format!("{query:?}").contains("secret"), "{query:?}");
+        let message: ClientMessage =
+            serde_json::from_str(r#"{ "type": "auth", "token": "eyJ.secret.token" }"#).expect("an auth message");
+        assert!(!format!("{message:?}").contains("secret"), "{message:?}");
+        let subscribe: ClientMessage =
+            serde_json::from_str(r#"{ "type": "subscribe", "topics": ["jobs"] }"#).expect("a subscription");
+        assert!(format!("{subscribe:?}").contains("Jobs"));
+    }
+}

@@ -62,6 +62,8 @@ pub use crate::client_address::{Cidr, CidrError, ClientInfo};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
+pub use crate::routes::audit::AuditEntryView;
+pub use crate::routes::sessions::SessionView;
 pub use crate::state::AppState;
 pub use crate::views::{JobAccepted, JobView, PageView, QueueView, TokenPairView, UserView};
 
@@ -124,6 +126,8 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
     // A route layer sits inside the router-wide 1 MiB limit, so this one wins for the import route.
     let import = routes::users::import_route().layer(DefaultBodyLimit::max(config.import_body_limit));
     let rest = routes::users::routes()
+        .merge(routes::sessions::routes())
+        .merge(routes::audit::routes())
         .merge(routes::jobs::routes())
         .merge(routes::builds::routes())
         .merge(routes::system::routes())

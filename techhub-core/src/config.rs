@@ -21,6 +21,8 @@ pub struct Config {
     pub email_verify_ttl: Duration,
     /// Passwords, sessions and sign-in throttling.
     pub auth: AuthConfig,
+    /// How long audit log entries are kept (default 90 days); older ones are pruned.
+    pub audit_retention: Duration,
     /// Builds: concurrency, limits, timeouts, retries and logs.
     pub builds: BuildConfig,
 }
@@ -204,6 +206,7 @@ impl Default for Config {
             password_reset_ttl: Duration::from_secs(30 * 60),
             email_verify_ttl: Duration::from_secs(24 * 3600),
             auth: AuthConfig::default(),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             builds: BuildConfig::default(),
         }
     }
@@ -252,6 +255,13 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::audit_retention`].
+    #[must_use]
+    pub fn audit_retention(mut self, retention: Duration) -> Self {
+        self.audit_retention = retention;
+        self
+    }
+
     /// Sets [`Config::builds`].
     #[must_use]
     pub fn builds(mut self, builds: BuildConfig) -> Self {
@@ -277,7 +287,13 @@ impl Config {
             ));
         }
         let auth = &self.auth;
-        let lifetimes = [self.password_reset_ttl, self.email_verify_ttl, auth.access_ttl, auth.refresh_idle_ttl];
+        let lifetimes = [
+            self.password_reset_ttl,
+            self.email_verify_ttl,
+            auth.access_ttl,
+            auth.refresh_idle_ttl,
+            self.audit_retention,
+        ];
         if lifetimes.iter().any(Duration::is_zero) || auth.refresh_absolute_ttl < auth.refresh_idle_ttl {
             return Err(crate::Error::invalid_field(
                 "ttl",

@@ -88,6 +88,11 @@ impl TechHub {
         UserService::new(self.clone())
     }
 
+    /// The audit log: read it (admins), prune it.
+    pub fn audit(&self) -> crate::audit::AuditService {
+        crate::audit::AuditService::new(self.clone())
+    }
+
     /// The authentication service: sign-in, sessions, password reset and change, email verification.
     pub fn auth(&self) -> AuthService {
         AuthService::new(self.clone())

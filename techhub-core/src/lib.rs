@@ -77,6 +77,7 @@
 //! ```
 
 mod actor;
+pub mod audit;
 pub mod auth;
 pub mod builds;
 pub mod clock;

@@ -272,3 +272,32 @@ async fn ensure_admin_does_not_promote_a_registered_account_it_cannot_sign_in_to
     let promoted = hub.users().ensure_admin("ops@example.com", PASSWORD).await.expect("own account");
     assert_eq!((promoted.id, promoted.role, promoted.active), (squatter.id, Role::Admin, true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_demoting_each_other_at_once_leave_exactly_one_admin() {
+    for _ in 0..20 {
+        let store: DynStorage = Arc::new(MemoryStore::new());
+        let hub = hub(&store, &OutboxNotifier::new());
+        let first = hub.users().ensure_admin("first@example.com", PASSWORD).await.expect("admin");
+        let second = register(&hub, "second@example.com").await;
+        let promote = UserPatch { role: Some(Role::Admin), ..Default::default() };
+        hub.users().update(&Actor::System, second.id, promote, None).await.expect("promoted");
+
+        let demote = || UserPatch { role: Some(Role::User), ..Default::default() };
+        let (users_a, users_b) = (hub.users(), hub.users());
+        let (a, b) = tokio::join!(
+            tokio::spawn(async move {
+                users_a.update(&Actor::user(first.id, Role::Admin), second.id, demote(), None).await
+            }),
+            tokio::spawn(async move {
+                users_b.update(&Actor::user(second.id, Role::Admin), first.id, demote(), None).await
+            }),
+        );
+        let outcomes = [a.expect("ran"), b.expect("ran")];
+        assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1, "exactly one demotion wins");
+        let refused = outcomes.iter().find_map(|outcome| outcome.as_ref().err()).expect("one refused");
+        assert_eq!(refused.code(), Some("last_admin"));
+        let admins = UserFilter { role: Some(Role::Admin), ..Default::default() };
+        assert_eq!(store.list_users(&admins, &PageRequest::first(10)).await.expect("listed").items.len(), 1);
+    }
+}

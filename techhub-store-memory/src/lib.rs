@@ -22,6 +22,7 @@
 //! assert_eq!(store.backend(), "memory");
 //! ```
 
+mod audit;
 mod builds;
 mod jobs;
 mod notifications;
@@ -42,6 +43,7 @@ pub struct MemoryStore {
     builds: RwLock<builds::BuildTables>,
     notifications: RwLock<notifications::NotificationTables>,
     jobs: jobs::JobTables,
+    audit: RwLock<audit::AuditTable>,
 }
 
 impl MemoryStore {

@@ -214,6 +214,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks that the row was read to its end: trailing bytes mean a format this code does not know.
+    /// Whether every byte was read (a row written by an older version may end before its newer fields).
+    pub(crate) fn rest_is_empty(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.at == self.bytes.len() { Ok(()) } else { Err(DecodeError("trailing bytes")) }
     }

@@ -99,6 +99,8 @@ trees! {
     Notifications = "notifications",
     /// Channel · status → count.
     NotificationCounts = "notification_counts",
+    /// Audit entry id → entry (JSON).
+    Audit = "audit",
 }
 
 /// Every tree of the store, indexed by [`TreeId`].

@@ -52,6 +52,7 @@
 //! # }
 //! ```
 
+mod audit;
 mod builds;
 mod claims;
 mod codec;

@@ -8,8 +8,8 @@
 
 use serde_json::Value;
 use techhub_core::model::{
-    Artifact, ArtifactInfo, Email, Job, JobId, JobState, PasswordHash, Progress, Role, TokenHash, TokenKind,
-    TokenRecord, User, UserId, WorkerId,
+    Artifact, ArtifactInfo, ClientMeta, Email, Job, JobId, JobState, PasswordHash, Progress, Role, TokenHash,
+    TokenKind, TokenRecord, User, UserId, WorkerId,
 };
 use techhub_core::storage::{StoreError, StoreResult};
 
@@ -91,6 +91,9 @@ pub(crate) fn encode_token(record: &TokenRecord) -> Vec<u8> {
     w.time(record.family_created_at);
     w.time(record.expires_at);
     w.option(record.consumed_at, Writer::time);
+    // The client fields came later: a record written before ends here, and reads them as absent.
+    w.option(record.client.user_agent.as_deref(), Writer::str);
+    w.option(record.client.ip.map(|ip| ip.to_string()), |w, ip| w.str(&ip));
     w.into_bytes()
 }
 
@@ -106,7 +109,16 @@ pub(crate) fn decode_token(hash: TokenHash, bytes: &[u8]) -> StoreResult<TokenRe
         family_created_at: r.time()?,
         expires_at: r.time()?,
         consumed_at: r.option(Reader::time)?,
+        client: ClientMeta::default(),
     };
+    let mut record = record;
+    if !r.rest_is_empty() {
+        record.client.user_agent = r.option(Reader::string)?;
+        record.client.ip = r
+            .option(Reader::string)?
+            .map(|ip| ip.parse().map_err(|_| corrupt("a token's client address is not an IP address")))
+            .transpose()?;
+    }
     r.finish()?;
     Ok(record)
 }

@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod audit;
 mod builds;
 mod engine;
 mod jobs;

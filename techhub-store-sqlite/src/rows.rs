@@ -8,7 +8,8 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 use serde_json::Value;
 use techhub_core::model::{
-    ArtifactInfo, Email, Job, JobState, PasswordHash, Progress, Role, TokenHash, TokenKind, TokenRecord, User, WorkerId,
+    ArtifactInfo, ClientMeta, Email, Job, JobState, PasswordHash, Progress, Role, TokenHash, TokenKind, TokenRecord,
+    User, WorkerId,
 };
 use techhub_core::storage::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -96,7 +97,7 @@ pub(crate) fn user(row: &Row<'_>) -> rusqlite::Result<User> {
 }
 
 pub(crate) const TOKEN_COLUMNS: &str =
-    "hash, kind, user_id, family, created_at, family_created_at, expires_at, consumed_at";
+    "hash, kind, user_id, family, created_at, family_created_at, expires_at, consumed_at, user_agent, ip";
 
 pub(crate) fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     let hash: Vec<u8> = row.get(0)?;
@@ -115,6 +116,13 @@ pub(crate) fn token(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         family_created_at: time(row, 5)?,
         expires_at: time(row, 6)?,
         consumed_at: optional_time(row, 7)?,
+        client: ClientMeta {
+            user_agent: row.get(8)?,
+            ip: row
+                .get::<_, Option<String>>(9)?
+                .map(|ip| ip.parse().map_err(|_| bad_column(9, "not an IP address")))
+                .transpose()?,
+        },
     })
 }
 

@@ -139,6 +139,26 @@ CREATE TABLE IF NOT EXISTS build_outcomes (
 CREATE INDEX IF NOT EXISTS build_outcomes_project ON build_outcomes(project, finished_at);
 CREATE INDEX IF NOT EXISTS build_outcomes_finished ON build_outcomes(finished_at);
 "#,
+    r#"
+-- Sessions: the client (user agent, address) that began each token's family. ALTER TABLE has no IF NOT
+-- EXISTS: this runs once, inside the migration's write transaction.
+ALTER TABLE tokens ADD COLUMN user_agent TEXT;
+ALTER TABLE tokens ADD COLUMN ip TEXT;
+"#,
+    r#"
+-- The audit log: append-only, filtered by account, action and time, pruned by time.
+CREATE TABLE IF NOT EXISTS audit (
+    id BLOB PRIMARY KEY,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    actor_id BLOB,
+    user_id BLOB,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE INDEX IF NOT EXISTS audit_user ON audit(user_id, id);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor_id, id);
+"#,
 ];
 
 /// The schema version this code writes.

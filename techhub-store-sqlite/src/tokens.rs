@@ -23,7 +23,7 @@ fn insert(connection: &Connection, record: &TokenRecord) -> StoreResult<()> {
     }
     connection
         .cached_execute(
-            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
             params![
                 record.hash.as_bytes(),
                 record.kind.as_str(),
@@ -33,6 +33,8 @@ fn insert(connection: &Connection, record: &TokenRecord) -> StoreResult<()> {
                 micros(record.family_created_at),
                 micros(record.expires_at),
                 record.consumed_at.map(micros),
+                record.client.user_agent,
+                record.client.ip.map(|ip| ip.to_string()),
             ],
         )
         .sql()?;

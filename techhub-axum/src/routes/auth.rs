@@ -5,11 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use http::header;
 use serde::Deserialize;
+use techhub_core::model::ClientMeta;
 use techhub_core::users::Registration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::client_address::ClientInfo;
 use crate::extract::{ApiJson, Authenticated};
 use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
@@ -114,9 +116,11 @@ async fn register(State(state): State<AppState>, ApiJson(request): ApiJson<Regis
               (status = 429, description = "Too many attempts", body = Problem)))]
 async fn login(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<axum::Json<TokenPairView>> {
-    Ok(axum::Json(state.hub.auth().login(&request.email, &request.password).await?.into()))
+    let client = ClientMeta::new(client.user_agent.as_deref(), client.ip);
+    Ok(axum::Json(state.hub.auth().login_from(&request.email, &request.password, client).await?.into()))
 }
 
 /// Exchanges a refresh token for a new pair; the old one dies, and replaying it ends the whole session.

@@ -1,9 +1,11 @@
 //! The routes, each documented where it is declared (utoipa), so the router and the OpenAPI document are
 //! built from one list and cannot drift apart.
 
+pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod builds;
 pub(crate) mod jobs;
+pub(crate) mod sessions;
 pub(crate) mod system;
 pub(crate) mod users;
 

@@ -11,7 +11,10 @@ use super::one_time::random_token;
 use super::password::Verified;
 use super::password_rules::{MAX_PASSWORD_BYTES, check_new_password};
 use crate::actor::Actor;
-use crate::model::{Consumed, Email, NewJob, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserId};
+use crate::model::{
+    AuditAction, AuditEntry, AuditOutcome, ClientMeta, Consumed, Email, NewJob, TokenFamilyId, TokenHash, TokenKind,
+    TokenRecord, User, UserId,
+};
 use crate::notify::kinds;
 use crate::storage::TokenSelector;
 use crate::{Error, Result, TechHub, clock};
@@ -67,6 +70,10 @@ pub struct SessionInfo {
     pub refreshed_at: DateTime<Utc>,
     /// When it ends unless refreshed.
     pub expires_at: DateTime<Utc>,
+    /// The user agent that signed in, when known.
+    pub user_agent: Option<String>,
+    /// The address that signed in, when known.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Authentication. Get it with [`TechHub::auth`].
@@ -81,6 +88,15 @@ fn invalid_credentials() -> Error {
 
 fn locked_out() -> Error {
     Error::rate_limited("too many failed sign-ins; try again later").with_code("rate_limited")
+}
+
+/// A `login.failed` entry: the account if one has the address (never the attempted address itself, which may
+/// be a password typed into the wrong field), the client, and why.
+fn sign_in_failed(at: DateTime<Utc>, user_id: Option<UserId>, client: &ClientMeta, reason: &str) -> AuditEntry {
+    AuditEntry::new(AuditAction::LoginFailed, AuditOutcome::Failure, at)
+        .on(user_id)
+        .from_client(client)
+        .detail(json!({ "reason": reason }))
 }
 
 /// The key failed sign-ins are counted under: the normalised address, or (bounded) what was typed.
@@ -107,9 +123,16 @@ impl AuthService {
     /// so repeated guesses do not tell which addresses exist. Attempts during a lockout are not counted. A
     /// success clears the count and upgrades an old hash.
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
+        self.login_from(email, password, ClientMeta::default()).await
+    }
+
+    /// [`AuthService::login`], recording the client (user agent, address) with the new session, for listing
+    /// sessions and for the audit log.
+    pub async fn login_from(&self, email: &str, password: &str, client: ClientMeta) -> Result<TokenPair> {
         let hub = &self.hub;
         if password.len() > MAX_PASSWORD_BYTES {
             tracing::info!(outcome = "refused", "sign-in with an over-long password refused before hashing");
+            self.audit_later(sign_in_failed(hub.now(), None, &client, "password_too_long"));
             return Err(invalid_credentials());
         }
         let parsed = Email::parse(email).ok();
@@ -123,6 +146,7 @@ impl AuthService {
         let now = hub.now();
         if let Some(until) = self.locked_until(&address, user.as_ref(), now) {
             tracing::warn!(user_id = ?user.as_ref().map(|user| user.id), locked_until = %until, "sign-in refused: address locked");
+            self.audit_later(sign_in_failed(now, user.as_ref().map(|user| user.id), &client, "locked"));
             return Err(locked_out());
         }
         match (user, verified) {
@@ -136,15 +160,42 @@ impl AuthService {
                 }
                 tracing::info!(user_id = %user.id, outcome = "ok", "signed in");
                 metrics::counter!("techhub_logins_total", "outcome" => "ok").increment(1);
-                self.start_session(user).await
+                let user_id = user.id;
+                let pair = self.start_session(user, client.clone()).await?;
+                let entry = AuditEntry::new(AuditAction::LoginSucceeded, AuditOutcome::Success, now)
+                    .by(Some(user_id))
+                    .on(Some(user_id))
+                    .from_client(&client);
+                hub.audit().record(entry).await;
+                Ok(pair)
             }
-            (user, _) => {
+            (user, verified) => {
+                let user_id = user.as_ref().map(|user| user.id);
                 let failures = self.record_failure(&address, user.as_ref(), now);
-                tracing::info!(user_id = ?user.as_ref().map(|user| user.id), failures, outcome = "failed", "sign-in failed");
+                tracing::info!(?user_id, failures, outcome = "failed", "sign-in failed");
                 metrics::counter!("techhub_logins_total", "outcome" => "failed").increment(1);
+                let reason = match (&user, verified) {
+                    (Some(user), Verified::Valid { .. }) if !user.active => "disabled",
+                    _ => "invalid_credentials",
+                };
+                self.audit_later(sign_in_failed(now, user_id, &client, reason));
+                if failures == hub.config().auth.lockout_threshold {
+                    let locked = AuditEntry::new(AuditAction::AccountLocked, AuditOutcome::Success, now)
+                        .on(user_id)
+                        .from_client(&client)
+                        .detail(json!({ "failures": failures }));
+                    self.audit_later(locked);
+                }
                 Err(invalid_credentials())
             }
         }
+    }
+
+    /// Appends an audit entry in the background, off the answer's path (a failed sign-in must not take longer
+    /// for a known address than for an unknown one).
+    fn audit_later(&self, entry: AuditEntry) {
+        let audit = self.hub.audit();
+        tokio::spawn(async move { audit.record(entry).await });
     }
 
     /// When the lockout of `address` ends, if it is locked at `now`. The per-address table decides; for an
@@ -185,13 +236,14 @@ impl AuthService {
     }
 
     /// A new session: a refresh-token family with its first token, and an access token.
-    async fn start_session(&self, user: User) -> Result<TokenPair> {
+    async fn start_session(&self, user: User, client: ClientMeta) -> Result<TokenPair> {
         let now = self.hub.now();
         let config = &self.hub.config().auth;
         let raw = random_token();
         let expires_at = clock::add(now, config.refresh_idle_ttl.min(config.refresh_absolute_ttl));
         let record =
-            TokenRecord::new(TokenHash::of(&raw), TokenKind::Refresh, user.id, TokenFamilyId::new(), now, expires_at);
+            TokenRecord::new(TokenHash::of(&raw), TokenKind::Refresh, user.id, TokenFamilyId::new(), now, expires_at)
+                .from_client(client);
         let family = record.family;
         self.hub.storage().insert_token(record).await?;
         self.pair(user, family, raw, now)
@@ -235,7 +287,8 @@ impl AuthService {
             now,
             clock::add(now, config.refresh_idle_ttl).min(deadline),
         )
-        .in_family_since(current.family_created_at);
+        .in_family_since(current.family_created_at)
+        .from_client(current.client.clone());
         match storage.consume_token(&hash, TokenKind::Refresh, now, Some(next)).await? {
             None => Err(invalid_token()),
             Some(Consumed::Replayed(record)) => {
@@ -245,6 +298,7 @@ impl AuthService {
                 }
                 tracing::warn!(user_id = %record.user_id, session = %record.family, "a rotated refresh token was reused: revoking the session");
                 storage.revoke_tokens(TokenSelector::Family(record.family)).await?;
+                self.audit_session_revoked(None, record.user_id, Some(record.family), "refresh_token_reused").await;
                 Err(invalid_token())
             }
             Some(Consumed::Fresh(record)) => match storage.get_user(record.user_id).await? {
@@ -263,6 +317,7 @@ impl AuthService {
             && record.kind == TokenKind::Refresh
         {
             self.hub.storage().revoke_tokens(TokenSelector::Family(record.family)).await?;
+            self.audit_session_revoked(Some(record.user_id), record.user_id, Some(record.family), "logout").await;
         }
         Ok(())
     }
@@ -305,6 +360,8 @@ impl AuthService {
                 started_at: record.family_created_at,
                 refreshed_at: record.created_at,
                 expires_at: record.expires_at,
+                user_agent: record.client.user_agent,
+                ip: record.client.ip,
             })
             .collect())
     }
@@ -315,7 +372,23 @@ impl AuthService {
             return Err(Error::not_found("no such session"));
         }
         self.hub.storage().revoke_tokens(TokenSelector::Family(session)).await?;
+        self.audit_session_revoked(actor.user_id(), user_id, Some(session), "revoked").await;
         Ok(())
+    }
+
+    /// Records a `session.revoked` entry: one session (`Some`) or all of a user's (`None`).
+    async fn audit_session_revoked(
+        &self,
+        actor: Option<UserId>,
+        user_id: UserId,
+        session: Option<TokenFamilyId>,
+        reason: &str,
+    ) {
+        let entry = AuditEntry::new(AuditAction::SessionRevoked, AuditOutcome::Success, self.hub.now())
+            .by(actor)
+            .on(Some(user_id))
+            .detail(json!({ "session_id": session, "all": session.is_none(), "reason": reason }));
+        self.hub.audit().record(entry).await;
     }
 
     /// Ends every session of `user_id`; returns how many tokens went.
@@ -324,7 +397,9 @@ impl AuthService {
             return Err(Error::not_found("no such user"));
         }
         let selector = TokenSelector::User { user_id, kind: Some(TokenKind::Refresh), except_family: None };
-        Ok(self.hub.storage().revoke_tokens(selector).await?)
+        let revoked = self.hub.storage().revoke_tokens(selector).await?;
+        self.audit_session_revoked(actor.user_id(), user_id, None, "revoked").await;
+        Ok(revoked)
     }
 
     /// Starts a password reset. Always answers the same, whether the address is known or not; for a known,
@@ -364,7 +439,12 @@ impl AuthService {
         }
         self.set_password(user.id, hash, None).await?;
         self.hub.storage().clear_login_failures(user.id).await?;
+        // Proving control of the mailbox ends a lockout, as it always did for the stored count.
+        self.hub.sign_in_throttle().clear(user.email.as_str(), self.hub.now());
         tracing::info!(user_id = %user.id, "password reset");
+        let entry =
+            AuditEntry::new(AuditAction::PasswordReset, AuditOutcome::Success, self.hub.now()).on(Some(user.id));
+        self.hub.audit().record(entry).await;
         Ok(())
     }
 
@@ -389,12 +469,22 @@ impl AuthService {
             Verified::Valid { .. } => {}
             Verified::Invalid => {
                 self.record_failure(&address, Some(&user), now);
+                let entry = AuditEntry::new(AuditAction::PasswordChanged, AuditOutcome::Failure, now)
+                    .by(Some(user.id))
+                    .on(Some(user.id))
+                    .detail(json!({ "reason": "invalid_credentials" }));
+                self.audit_later(entry);
                 return Err(invalid_credentials());
             }
         }
         check_new_password(new_password, &user.email)?;
         let hash = self.hub.passwords().hash(new_password).await?;
-        self.set_password(user.id, hash, Some(session.session_id)).await
+        self.set_password(user.id, hash, Some(session.session_id)).await?;
+        let entry = AuditEntry::new(AuditAction::PasswordChanged, AuditOutcome::Success, now)
+            .by(Some(user.id))
+            .on(Some(user.id));
+        self.hub.audit().record(entry).await;
+        Ok(())
     }
 
     /// Stores a new hash, ends every session but `keep` and every reset link, and mails a notice.

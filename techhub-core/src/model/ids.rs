@@ -95,6 +95,10 @@ uuid_id!(
     NotificationId
 );
 uuid_id!(
+    /// Identifies an audit log entry (its time order is the log's order).
+    AuditId
+);
+uuid_id!(
     /// Identifies a token family: the chain of refresh tokens of one login session. Revoking the family ends
     /// the session.
     TokenFamilyId

@@ -1,5 +1,6 @@
 //! The domain: users, tokens, jobs, builds, notifications, and the ids and pages they come in.
 
+mod audit;
 mod build;
 mod ids;
 mod job;
@@ -8,18 +9,19 @@ mod page;
 mod token;
 mod user;
 
+pub use audit::{AuditAction, AuditEntry, AuditFilter, AuditOutcome};
 pub use build::{
     Build, BuildFilter, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleOutcome, ModuleStatus, NewLogLine,
     OutcomeFilter,
 };
-pub use ids::{BuildId, JobId, NotificationId, TokenFamilyId, UserId};
+pub use ids::{AuditId, BuildId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
     MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, WorkerId,
 };
 pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
-pub use token::{Consumed, TokenHash, TokenKind, TokenRecord};
+pub use token::{ClientMeta, Consumed, TokenHash, TokenKind, TokenRecord};
 pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User, UserCounts};
 
 /// Which users to list.

@@ -1,6 +1,7 @@
 //! Token records: refresh, password-reset and email-verification tokens, stored only as SHA-256 hashes.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,32 @@ pub struct TokenRecord {
     /// When it was consumed, if it was. Consumed records stay until they expire so that a replay is
     /// recognised (and, for refresh tokens, revokes the family).
     pub consumed_at: Option<DateTime<Utc>>,
+    /// Where its family began: the signing-in client's user agent and address, when known (for listing
+    /// sessions). Rotations keep them.
+    pub client: ClientMeta,
+}
+
+/// What a front-end knows about the client behind a call: its user agent and address. Both are optional:
+/// an embedding app may know neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMeta {
+    /// The `User-Agent` (or the app's own description of itself), cut to 256 characters.
+    pub user_agent: Option<String>,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+}
+
+impl ClientMeta {
+    /// The longest user agent kept, in characters.
+    pub const MAX_USER_AGENT_CHARS: usize = 256;
+
+    /// A client with this user agent (cut to [`ClientMeta::MAX_USER_AGENT_CHARS`]) and address.
+    pub fn new(user_agent: Option<&str>, ip: Option<IpAddr>) -> Self {
+        let user_agent = user_agent
+            .map(|agent| agent.chars().filter(|c| !c.is_control()).take(Self::MAX_USER_AGENT_CHARS).collect::<String>())
+            .filter(|agent| !agent.is_empty());
+        Self { user_agent, ip }
+    }
 }
 
 impl TokenRecord {
@@ -91,7 +118,24 @@ impl TokenRecord {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Self {
-        Self { hash, kind, user_id, family, created_at, family_created_at: created_at, expires_at, consumed_at: None }
+        Self {
+            hash,
+            kind,
+            user_id,
+            family,
+            created_at,
+            family_created_at: created_at,
+            expires_at,
+            consumed_at: None,
+            client: ClientMeta::default(),
+        }
+    }
+
+    /// The same record, begun by `client`.
+    #[must_use]
+    pub fn from_client(mut self, client: ClientMeta) -> Self {
+        self.client = client;
+        self
     }
 
     /// The same record, in a family that began at `family_created_at` (a rotated refresh token).

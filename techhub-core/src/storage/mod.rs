@@ -29,10 +29,10 @@ use serde_json::Value;
 
 pub use self::error::{Conflict, StoreError, StoreResult};
 use crate::model::{
-    Artifact, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job, JobFailure, JobFilter,
-    JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId,
-    OutcomeFilter, Page, PageRequest, Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User,
-    UserCounts, UserFilter, UserId, WorkerId,
+    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job,
+    JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount,
+    NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts, TokenFamilyId,
+    TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -119,7 +119,8 @@ pub enum TokenSelector {
 pub trait TokenStore: Send + Sync {
     /// Stores a token record.
     ///
-    /// A record with the same hash fails with [`Conflict::Duplicate`].
+    /// - A record with the same hash fails with [`Conflict::Duplicate`].
+    /// - Every field reads back as stored, its client (user agent and address) included.
     async fn insert_token(&self, record: TokenRecord) -> StoreResult<()>;
 
     /// The record with `hash` as stored (consumed and expired ones included), without changing it.
@@ -346,10 +347,30 @@ pub trait NotificationStore: Send + Sync {
     async fn notification_counts(&self) -> StoreResult<Vec<NotificationCount>>;
 }
 
+/// The audit log: append-only (there is no way to change an entry), pruned only by age.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `entry`.
+    ///
+    /// - An entry whose id exists fails with [`Conflict::Duplicate`] and changes nothing: entries are never
+    ///   replaced.
+    /// - Every field reads back as appended.
+    async fn append_audit(&self, entry: AuditEntry) -> StoreResult<()>;
+
+    /// A page of entries passing `filter`, in id order (the order they were made).
+    ///
+    /// Listing by cursor never skips nor repeats an entry, even while others are appended. An unreadable
+    /// cursor fails with [`StoreError::InvalidInput`].
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>>;
+
+    /// Deletes every entry whose `at` is before `before` and returns how many; later entries stay.
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
 /// Everything TechHub stores, behind one object-safe trait: the hub holds an `Arc<dyn Storage>`.
 #[async_trait]
 pub trait Storage:
-    UserStore + TokenStore + JobStore + BuildStore + NotificationStore + fmt::Debug + Send + Sync + 'static
+    UserStore + TokenStore + JobStore + BuildStore + NotificationStore + AuditStore + fmt::Debug + Send + Sync + 'static
 {
     /// A short name of the backend (`"memory"`, `"sqlite"`), for logs and health reports.
     fn backend(&self) -> &'static str;

@@ -13,7 +13,10 @@ pub use self::transfer::{ImportReport, ImportRow, RowError, TransferFormat};
 use crate::actor::Actor;
 use crate::auth::check_new_password;
 use crate::events::EventKind;
-use crate::model::{Email, Job, NewJob, Page, PageRequest, Role, TokenKind, User, UserFilter, UserId};
+use crate::model::{
+    AuditAction, AuditEntry, AuditOutcome, Email, Job, NewJob, Page, PageRequest, Role, TokenKind, User, UserFilter,
+    UserId,
+};
 use crate::notify::kinds;
 use crate::storage::{Conflict, StoreError, TokenSelector};
 use crate::{Error, Result, TechHub};
@@ -108,11 +111,11 @@ impl UserService {
         let mut user = User::new(email, name, Role::User, self.hub.now());
         user.password_hash = Some(hash);
         let follow_up = [kinds::WELCOME, kinds::VERIFY].map(|kind| NewJob::new(kind, json!({ "user_id": user.id })));
-        self.create(user, follow_up.to_vec()).await
+        self.create(user, follow_up.to_vec(), "register").await
     }
 
-    /// Stores a new user with follow-up jobs, then announces both.
-    pub(crate) async fn create(&self, user: User, follow_up: Vec<NewJob>) -> Result<User> {
+    /// Stores a new user with follow-up jobs, then announces both and audits it (`via`: how it came).
+    pub(crate) async fn create(&self, user: User, follow_up: Vec<NewJob>, via: &'static str) -> Result<User> {
         let jobs = follow_up
             .into_iter()
             .map(|spec| self.hub.jobs().prepare(&Actor::System, spec))
@@ -121,6 +124,10 @@ impl UserService {
         self.hub.jobs().announce(&jobs);
         self.publish(EventKind::UserCreated, &stored);
         tracing::info!(user_id = %stored.id, role = %stored.role, "user created");
+        let entry = AuditEntry::new(AuditAction::UserCreated, AuditOutcome::Success, self.hub.now())
+            .on(Some(stored.id))
+            .detail(json!({ "via": via, "role": stored.role }));
+        self.hub.audit().record(entry).await;
         Ok(stored)
     }
 
@@ -144,19 +151,24 @@ impl UserService {
                 )
                 .with_code("admin_email_taken"));
             }
-            return self
+            let promoted = self
                 .modify(existing.id, |user| {
                     user.role = Role::Admin;
                     user.active = true;
                     Ok(())
                 })
-                .await;
+                .await?;
+            let entry = AuditEntry::new(AuditAction::UserUpdated, AuditOutcome::Success, self.hub.now())
+                .on(Some(promoted.id))
+                .detail(json!({ "fields": ["role", "active"], "via": "bootstrap" }));
+            self.hub.audit().record(entry).await;
+            return Ok(promoted);
         }
         check_new_password(password, &email)?;
         let mut admin = User::new(email, "Administrator", Role::Admin, self.hub.now());
         admin.email_verified = true;
         admin.password_hash = Some(self.hub.passwords().hash(password).await?);
-        self.create(admin, vec![]).await
+        self.create(admin, vec![], "bootstrap").await
     }
 
     /// A user the actor may see (itself, or anyone for admins); others are `NotFound`.
@@ -194,6 +206,7 @@ impl UserService {
             return Err(user_conflict(StoreError::Conflict(Conflict::VersionMismatch)));
         }
         let version = user.version;
+        let before = user.clone();
         if let Some(name) = &patch.name {
             user.name = clean_name(Some(name))?;
         }
@@ -218,6 +231,20 @@ impl UserService {
         if email_changed {
             self.void_links_of_old_address(id).await?;
         }
+        let changed: Vec<&str> = [
+            ("name", before.name != stored.name),
+            ("email", before.email != stored.email),
+            ("role", before.role != stored.role),
+            ("active", before.active != stored.active),
+        ]
+        .into_iter()
+        .filter_map(|(field, changed)| changed.then_some(field))
+        .collect();
+        let entry = AuditEntry::new(AuditAction::UserUpdated, AuditOutcome::Success, self.hub.now())
+            .by(actor.user_id())
+            .on(Some(id))
+            .detail(json!({ "fields": changed }));
+        self.hub.audit().record(entry).await;
         self.publish(EventKind::UserUpdated, &stored);
         Ok(stored)
     }
@@ -246,6 +273,10 @@ impl UserService {
         self.hub.storage().delete_user(id, None).await.map_err(user_conflict)?;
         self.publish(EventKind::UserDeleted, &user);
         tracing::info!(user_id = %id, "user deleted");
+        let entry = AuditEntry::new(AuditAction::UserDeleted, AuditOutcome::Success, self.hub.now())
+            .by(actor.user_id())
+            .on(Some(id));
+        self.hub.audit().record(entry).await;
         Ok(())
     }
 

@@ -312,7 +312,7 @@ async fn import_row(users: &UserService, ctx: &JobContext, row: PreparedRow) -> 
         // An invitation: the reset link lets the user choose its first password.
         None => NewJob::new(kinds::PASSWORD_RESET, json!({ "user_id": user.id })),
     };
-    match users.create(user, vec![follow_up]).await {
+    match users.create(user, vec![follow_up], "import").await {
         Ok(_) => Ok(true),
         // Created meanwhile (a concurrent import, or the first attempt of this one): not an error.
         Err(error) if error.code() == Some("email_taken") => Ok(false),
@@ -398,6 +398,17 @@ fn defuse_formula(cell: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn import_rows_and_payloads_never_show_a_password_in_debug() {
+        let row = ImportRow { email: "a@x.io".into(), password: Some("hunter2hunter2".into()), ..ImportRow::default() };
+        let debug = format!("{row:?}");
+        assert!(debug.contains("a@x.io") && debug.contains("<redacted>") && !debug.contains("hunter2"), "{debug}");
+        let mut prepared = PreparedRow::check(&row);
+        prepared.password_hash = Some("$argon2id$v=19$m=256,t=1,p=1$c2FsdA$aGFzaA".into());
+        let payload = format!("{:?}", ImportPayload { rows: vec![prepared] });
+        assert!(!payload.contains("argon2") && !payload.contains("a@x.io"), "{payload}");
+    }
 
     #[test]
     fn export_progress_follows_the_users_read_then_the_file() {

@@ -147,8 +147,13 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Prunes expired tokens, and finished jobs past their retention (when there is one).
+    /// Prunes audit entries past their retention, expired tokens, and finished jobs past their retention
+    /// (when there is one).
     async fn prune(&self, hub: &TechHub) -> Result<()> {
+        let audit = hub.audit().prune().await?;
+        if audit > 0 {
+            tracing::info!(entries = audit, "pruned old audit entries");
+        }
         let now = hub.now();
         let storage = hub.storage();
         // Tokens go whatever the job retention: turning job pruning off must not keep dead tokens forever.

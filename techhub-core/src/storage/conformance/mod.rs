@@ -24,6 +24,7 @@
 //! The tests run on a multi-threaded runtime (several rules are about concurrent callers), so the adapter's
 //! dev-dependencies need `tokio` with the `macros` and `rt-multi-thread` features.
 
+mod audit;
 mod builds;
 mod builds_run;
 pub mod crash;
@@ -38,6 +39,7 @@ use std::any::Any;
 
 use async_trait::async_trait;
 
+pub use self::audit::*;
 pub use self::builds::*;
 pub use self::builds_run::*;
 pub use self::jobs::*;
@@ -114,6 +116,7 @@ macro_rules! conformance_tests {
             tokens_prune_removes_only_expired,
             tokens_get_token_reads_without_consuming,
             tokens_session_user_needs_a_live_session,
+            tokens_keep_their_client,
             jobs_enqueue_and_get_round_trip,
             jobs_claim_order_is_priority_then_run_at_then_id,
             jobs_delayed_job_not_claimable_before_run_at,
@@ -152,6 +155,9 @@ macro_rules! conformance_tests {
             builds_run_end_to_end_through_the_service,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
+            audit_append_reads_back_in_order_and_never_replaces,
+            audit_list_filters_and_pages_by_cursor,
+            audit_prune_removes_only_older_entries,
         );
 
         #[test]

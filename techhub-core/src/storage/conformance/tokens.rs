@@ -3,7 +3,7 @@
 use tokio::task::JoinSet;
 
 use super::fixtures::{at, conflict, t0, user};
-use crate::model::{Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
+use crate::model::{ClientMeta, Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
 use crate::storage::{Conflict, DynStorage, TokenSelector};
 
 fn record(raw: &str, kind: TokenKind, user_id: UserId, family: TokenFamilyId) -> TokenRecord {
@@ -218,4 +218,25 @@ pub async fn tokens_session_user_needs_a_live_session(store: DynStorage) {
     assert!(store.session_user(TokenFamilyId::new(), user_id, at(1)).await.expect("works").is_none(), "unknown");
     store.revoke_tokens(TokenSelector::Family(family)).await.expect("revoke");
     assert!(store.session_user(family, user_id, at(1)).await.expect("works").is_none(), "a revoked session");
+}
+
+/// A token keeps the client that began its family (user agent and address, either may be absent), as read
+/// back one by one and in the live listing.
+pub async fn tokens_keep_their_client(store: DynStorage) {
+    let user_id = owner(&store, "client@example.com").await;
+    let browser = ClientMeta::new(Some("Mozilla/5.0 (X11; Linux) Firefox/140.0"), "2001:db8::7".parse().ok());
+    let with = record("with-client", TokenKind::Refresh, user_id, TokenFamilyId::new()).from_client(browser);
+    let partial = ClientMeta::new(None, "192.0.2.44".parse().ok());
+    let half = record("half-client", TokenKind::Refresh, user_id, TokenFamilyId::new()).from_client(partial);
+    let without = record("no-client", TokenKind::Refresh, user_id, TokenFamilyId::new());
+    for token in [&with, &half, &without] {
+        store.insert_token(token.clone()).await.expect("insert");
+        assert_eq!(store.get_token(&token.hash).await.expect("get works").as_ref(), Some(token));
+    }
+    let live = store.live_tokens(user_id, TokenKind::Refresh, t0()).await.expect("live");
+    let clients: Vec<&ClientMeta> = live.iter().map(|token| &token.client).collect();
+    assert_eq!(clients.len(), 3);
+    for token in [&with, &half, &without] {
+        assert!(clients.contains(&&token.client), "{:?} listed", token.client);
+    }
 }
