@@ -10,13 +10,17 @@ use http::{HeaderName, HeaderValue, header};
 
 use crate::problem::{PROBLEM_JSON, Problem};
 
-/// The headers every response carries (API.md, "Conventions").
+/// The headers every response carries (docs/http-api.md, "Conventions").
 pub(crate) const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::REFERRER_POLICY, "no-referrer"),
     (header::CONTENT_SECURITY_POLICY, "default-src 'none'"),
 ];
+
+/// `Strict-Transport-Security`, sent when the public URL is `https`: browsers then refuse plain HTTP to this
+/// host for a year, so a network attacker cannot strip TLS from a later visit.
+pub(crate) const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Replaces the body of an error response that is not JSON (a 405 from the router, a 408 from the timeout, a
 /// 413 from a body limit, a 500 from a caught panic) with the problem for its status,

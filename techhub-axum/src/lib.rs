@@ -1,16 +1,18 @@
 //! # TechHub over HTTP
 //!
-//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`API.md`): auth,
+//! [`router`] turns a [`TechHub`] into an axum [`Router`] speaking TechHub's HTTP contract (`docs/http-api.md` in the repository): auth,
 //! users, jobs, live events over a WebSocket, health, Prometheus metrics and an OpenAPI 3.1 document. Only
 //! HTTP concerns live here (parsing, status codes, headers, limits); every rule (who may do what, what is
 //! valid) is the core's.
 //!
 //! - Errors are `application/problem+json` with a stable `code`, for everything: core errors (mapped in one
 //!   place, [`Problem`]), malformed bodies, unknown routes, wrong methods, oversized bodies, timeouts.
-//! - Every response has an `x-request-id` (the client's, or a new UUID) and the security headers; auth
+//! - Every response has an `x-request-id` (the client's, or a new UUID) and the security headers (with
+//!   `Strict-Transport-Security` when the hub's public URL is `https`); auth
 //!   responses are `cache-control: no-store`; auth routes are rate limited per client address.
 //!
-//! Serve it with connection info, so the per-address limit knows the peer:
+//! Serve it with connection info, so the per-address limit knows the peer (behind a reverse proxy, list it in
+//! [`HttpConfig::trusted_proxies`] so that its `X-Forwarded-For` is believed):
 //!
 //! ```no_run
 //! # async fn serve(hub: techhub_core::TechHub) -> std::io::Result<()> {
@@ -23,6 +25,7 @@
 //! ```
 
 mod build_views;
+mod client_address;
 mod config;
 mod events;
 mod extract;
@@ -55,6 +58,7 @@ pub use crate::build_views::{
     BuildBatchView, BuildView, LogLineView, LogPageView, ModuleProgressView, ModuleRunView, ModuleStateView,
     ModuleStatsView, ModuleView, OverviewView, PercentilesView, ProjectProgressView,
 };
+pub use crate::client_address::{Cidr, CidrError, ClientInfo};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
@@ -71,7 +75,8 @@ const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 ///
 /// Must be called inside a tokio runtime (it starts a small task that keeps the rate limiter's table small).
 pub fn router(hub: TechHub, config: HttpConfig) -> Router {
-    let auth_limiter = rate_limit::AddressLimiter::per_minute(config.auth_rate_limit_per_minute);
+    let auth_limiter =
+        rate_limit::AddressLimiter::per_minute(config.auth_rate_limit_per_minute, config.trusted_proxies.clone());
     let (router, openapi) = api_router(&config, auth_limiter.clone()).split_for_parts();
     let openapi = openapi.to_json().expect("the OpenAPI document serializes");
     if let Some(limiter) = &auth_limiter {
@@ -87,9 +92,10 @@ pub fn router(hub: TechHub, config: HttpConfig) -> Router {
         });
     }
     metrics_export::handle();
+    let https = hub.config().public_url.starts_with("https://");
     let state = AppState { hub, config: Arc::new(config.clone()), started: Instant::now(), openapi: Arc::new(openapi) };
     let router = router.with_state(state).fallback(|| async { Problem::no_route() });
-    with_layers(router, &config)
+    with_layers(router, &config, https)
 }
 
 /// The OpenAPI document of [`router`], as a value (for tools and tests).
@@ -133,8 +139,8 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
 }
 
-/// The layers every route shares, innermost first.
-fn with_layers(router: Router, config: &HttpConfig) -> Router {
+/// The layers every route shares, innermost first. `https`: the public URL is https, so HSTS is sent.
+fn with_layers(router: Router, config: &HttpConfig, https: bool) -> Router {
     let mut router = router
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout))
@@ -154,6 +160,12 @@ fn with_layers(router: Router, config: &HttpConfig) -> Router {
     }
     for (name, value) in layers::SECURITY_HEADERS {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    if https {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(layers::HSTS),
+        ));
     }
     router
         .layer(middleware::from_fn(layers::record_metrics))

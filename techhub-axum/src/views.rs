@@ -1,4 +1,4 @@
-//! The API's objects (API.md, "Objects"): what clients see of the core's types. Built field by field, so a
+//! The API's objects (docs/http-api.md, "Objects"): what clients see of the core's types. Built field by field, so a
 //! field added to a core type never leaks by accident (a user's password hash, a job's lease holder).
 
 use chrono::{DateTime, Utc};

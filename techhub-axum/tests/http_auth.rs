@@ -364,3 +364,71 @@ async fn an_email_is_verified_with_the_emailed_token_once() {
         server.post("/api/v1/auth/verify-email", None, &json!({ "token": "x", "email": "vera@example.com" })).await;
     assert_problem(unknown, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_change_voids_the_links_sent_to_the_old_address() {
+    let server = start().await;
+    let user = server.account("mover@example.com").await;
+    let verify_mail = server.wait_mail("mover@example.com", "Confirm your email address").await;
+    let verify_token = link_token(&verify_mail.text, "verify-email");
+    let forgot = server.post("/api/v1/auth/password/forgot", None, &json!({ "email": "mover@example.com" })).await;
+    assert_eq!(forgot.status(), StatusCode::ACCEPTED);
+    let reset_mail = server.wait_mail("mover@example.com", "Reset your TechHub password").await;
+    let reset_token = link_token(&reset_mail.text, "reset-password");
+
+    let path = format!("/api/v1/users/{}", user.id);
+    let moved = server.patch(&path, Some(&server.admin.access), &json!({ "email": "moved@example.com" })).await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    assert_eq!(body(moved).await["email_verified"], false);
+
+    let reset = json!({ "token": reset_token, "new_password": "a takeover passphrase" });
+    let response = server.post("/api/v1/auth/password/reset", None, &reset).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+    let response = server.post("/api/v1/auth/verify-email", None, &json!({ "token": verify_token })).await;
+    assert_problem(response, StatusCode::UNAUTHORIZED, "token_invalid").await;
+
+    // The new address gets its own link, which works.
+    let mail = server.wait_mail("moved@example.com", "Confirm your email address").await;
+    let token = link_token(&mail.text, "verify-email");
+    let response = server.post("/api/v1/auth/verify-email", None, &json!({ "token": token })).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(server.login("moved@example.com", PASSWORD).await["user"]["email_verified"], true);
+}
+
+/// Signs in as nobody from `127.0.0.1`, claiming to forward for `forwarded_for`: the status.
+async fn login_forwarded(server: &common::Server, forwarded_for: &str) -> StatusCode {
+    let wrong = json!({ "email": "nobody@example.com", "password": PASSWORD });
+    let request = server.request(reqwest::Method::POST, "/api/v1/auth/login", None).json(&wrong);
+    request.header("x-forwarded-for", forwarded_for).send().await.expect("sent").status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_buy_a_fresh_budget() {
+    let http = HttpConfig { auth_rate_limit_per_minute: 2, ..HttpConfig::default() };
+    let server = start_with(Options { http, workers: false, ..Options::default() }).await;
+    assert_eq!(login_forwarded(&server, "198.51.100.1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_forwarded(&server, "198.51.100.2").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_forwarded(&server, "198.51.100.3").await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let http = HttpConfig {
+        auth_rate_limit_per_minute: 2,
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("a CIDR")],
+        ..HttpConfig::default()
+    };
+    let server = start_with(Options { http, workers: false, ..Options::default() }).await;
+    for _ in 0..2 {
+        assert_eq!(login_forwarded(&server, "198.51.100.1").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_forwarded(&server, "198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not held back; a spoofed left-most hop changes nothing.
+    assert_eq!(login_forwarded(&server, "198.51.100.2").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_forwarded(&server, "6.6.6.6, 198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // Two addresses of one IPv6 /64 share a budget.
+    for _ in 0..2 {
+        assert_eq!(login_forwarded(&server, "2001:db8:0:1::1").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_forwarded(&server, "2001:db8:0:1::ffff").await, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -199,3 +199,99 @@ async fn a_slow_client_is_closed_with_1013_while_others_keep_receiving() {
     // Once the slow client reads again, what was buffered drains and the close frame follows.
     assert_eq!(close_code(&mut slow).await, 1013);
 }
+
+/// Waits for the server to end the socket, failing if it sends anything but a close (or the connection drops).
+async fn ends_without_reply(ws: &mut common::Ws) {
+    use futures_util::StreamExt;
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Text(text))) => panic!("expected the socket to end, got {text}"),
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the socket stayed open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_closes_with_1008_after_logout_revocation_disable_and_delete() {
+    let server = start_with(Options { workers: false, ..Options::default() }).await;
+
+    let logged_out = server.account("out@example.com").await;
+    let mut socket = server.events(&logged_out.access).await;
+    let response = server.post("/api/v1/auth/logout", None, &json!({ "refresh_token": logged_out.refresh })).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(close_code(&mut socket).await, 1008, "after logout");
+
+    let revoked = server.account("revoked@example.com").await;
+    let mut socket = server.events(&revoked.access).await;
+    let id: UserId = revoked.id.parse().expect("id");
+    server.hub.auth().revoke_all_sessions(&Actor::System, id).await.expect("revoked");
+    assert_eq!(close_code(&mut socket).await, 1008, "after revocation");
+
+    let disabled = server.account("disabled@example.com").await;
+    let mut socket = server.events(&disabled.access).await;
+    let path = format!("/api/v1/users/{}", disabled.id);
+    let response = server.patch(&path, Some(&server.admin.access), &json!({ "active": false })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(close_code(&mut socket).await, 1008, "after disabling");
+
+    let deleted = server.account("deleted@example.com").await;
+    let mut socket = server.events(&deleted.access).await;
+    let response = server.delete(&format!("/api/v1/users/{}", deleted.id), Some(&server.admin.access)).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(close_code(&mut socket).await, 1008, "after deletion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_admin_stops_receiving_other_users_events_at_once() {
+    let server = start_with(Options { workers: false, ..Options::default() }).await;
+    let second = server.account("second-admin@example.com").await;
+    let other = server.account("other@example.com").await;
+    let path = format!("/api/v1/users/{}", second.id);
+    let response = server.patch(&path, Some(&server.admin.access), &json!({ "role": "admin" })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut socket = server.events(&second.access).await;
+    let seen = owned_job(&server, &other.id).await;
+    let (_, _) = until(&mut socket, |event| about(event, &seen)).await;
+
+    let response = server.patch(&path, Some(&server.admin.access), &json!({ "role": "user" })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Straight after the demotion: the other user's job first, then the demoted user's own.
+    let hidden = owned_job(&server, &other.id).await;
+    let own = owned_job(&server, &second.id).await;
+    let (_, before) = until(&mut socket, |event| about(event, &own)).await;
+    assert!(!before.iter().any(|event| about(event, &hidden)), "a demoted admin still saw another's job: {before:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_closes_with_1008_when_its_access_token_expires() {
+    let clock = techhub_core::clock::ManualClock::new(chrono::Utc::now());
+    let server = start_with(Options { clock: Some(clock.clone()), workers: false, ..Options::default() }).await;
+    let user = server.account("expiring@example.com").await;
+    let mut socket = server.events(&user.access).await;
+    // Just past the 15-minute lifetime, still inside the 5 s leeway plain requests get.
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    assert_eq!(close_code(&mut socket).await, 1008);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_client_message_ends_the_socket() {
+    let server = start_with(Options { workers: false, ..Options::default() }).await;
+    let mut socket = server.events(&server.admin.access).await;
+    // A well-formed subscription, only far larger than anything this protocol needs.
+    let ids: Vec<Uuid> = (0..400).map(|_| Uuid::new_v4()).collect();
+    send_json(&mut socket, &json!({ "type": "subscribe", "topics": ["jobs"], "ids": ids })).await;
+    ends_without_reply(&mut socket).await;
+
+    // Before authenticating too.
+    let (mut anonymous, _) = tokio_tungstenite::connect_async(server.events_url(None)).await.expect("connects");
+    let padding = "x".repeat(64 * 1024);
+    let result = anonymous.send(Message::text(json!({ "type": "auth", "token": padding }).to_string())).await;
+    if result.is_ok() {
+        ends_without_reply(&mut anonymous).await;
+    }
+}

@@ -2,8 +2,9 @@
 //! `unavailable`, liveness stays 200, and no answer shows internals (SQL, paths, library errors); once
 //! storage is back, so is the service.
 //!
-//! The store is a SQLite file read through its writer (no reader pool); another connection holds the write
-//! lock, so every store call times out on it, as it would behind a stuck process sharing the file.
+//! The store is a SQLite file with the default options (its reader pool included) but a short busy timeout,
+//! so the test is quick; another connection holds the write lock, so every write times out on it, as it would
+//! behind a stuck process sharing the file, while reads still answer.
 
 mod common;
 
@@ -18,7 +19,7 @@ use techhub_store_sqlite::{SqliteOptions, SqliteStore};
 async fn storage_down_is_503_without_internals() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("down.db");
-    let options = SqliteOptions { busy_timeout: Duration::from_millis(100), readers: 0, ..SqliteOptions::default() };
+    let options = SqliteOptions { busy_timeout: Duration::from_millis(100), ..SqliteOptions::default() };
     let store = SqliteStore::open_with(&path, &options).expect("opens");
     let server = common::start_with(common::Options {
         store: Some(Arc::new(store)),

@@ -1,6 +1,6 @@
 //! System endpoints over a real socket: liveness, readiness, metrics, the headers every response carries,
 //! the router's own errors (no route, wrong method), and the OpenAPI document against the server and the
-//! contract of API.md.
+//! contract of docs/http-api.md.
 
 mod common;
 
@@ -11,37 +11,23 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// Every endpoint of API.md's System, Auth, Users, Jobs and Realtime sections: the contract.
-const CONTRACT: &[(&str, &str)] = &[
-    ("get", "/health"),
-    ("get", "/api/v1/system/health"),
-    ("get", "/metrics"),
-    ("get", "/api/v1/openapi.json"),
-    ("post", "/api/v1/auth/register"),
-    ("post", "/api/v1/auth/login"),
-    ("post", "/api/v1/auth/refresh"),
-    ("post", "/api/v1/auth/logout"),
-    ("post", "/api/v1/auth/password/forgot"),
-    ("post", "/api/v1/auth/password/reset"),
-    ("post", "/api/v1/auth/password/change"),
-    ("post", "/api/v1/auth/verify-email"),
-    ("get", "/api/v1/users/me"),
-    ("patch", "/api/v1/users/me"),
-    ("get", "/api/v1/users"),
-    ("get", "/api/v1/users/{id}"),
-    ("patch", "/api/v1/users/{id}"),
-    ("delete", "/api/v1/users/{id}"),
-    ("post", "/api/v1/users/import"),
-    ("post", "/api/v1/users/export"),
-    ("get", "/api/v1/jobs"),
-    ("get", "/api/v1/jobs/{id}"),
-    ("get", "/api/v1/jobs/{id}/artifact"),
-    ("post", "/api/v1/jobs"),
-    ("post", "/api/v1/jobs/{id}/cancel"),
-    ("post", "/api/v1/jobs/{id}/retry"),
-    ("get", "/api/v1/queue"),
-    ("get", "/api/v1/events"),
-];
+/// The HTTP guide the repository carries: the contract clients read.
+const GUIDE: &str = include_str!("../../docs/http-api.md");
+
+/// Every operation the guide lists as served (`` `GET /path` `` before its "Planned" section), lower-cased
+/// method first.
+fn contract() -> BTreeSet<(String, String)> {
+    let served = GUIDE.split("## Planned").next().unwrap_or(GUIDE);
+    let mut operations = BTreeSet::new();
+    for quoted in served.split('`').skip(1).step_by(2) {
+        let Some((method, path)) = quoted.split_once(' ') else { continue };
+        if METHODS.contains(&method.to_ascii_lowercase().as_str()) && path.starts_with('/') {
+            let path = path.split(['?', ' ']).next().unwrap_or(path);
+            operations.insert((method.to_ascii_lowercase(), path.to_owned()));
+        }
+    }
+    operations
+}
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -61,7 +47,7 @@ async fn liveness_and_readiness() {
     let ready = body(response).await;
     assert_eq!(ready["status"], "ok", "{ready}");
     assert_eq!(ready["checks"]["storage"], "ok", "{ready}");
-    assert_eq!(ready["checks"]["store"], "memory", "{ready}");
+    assert_eq!(ready["checks"]["store"], server.hub.storage().backend(), "{ready}");
     // The idle server's workers are counted before any job exists: two on `default`, one on `email`.
     assert_eq!(ready["checks"]["workers"], 3, "{ready}");
 }
@@ -172,13 +158,19 @@ async fn the_openapi_document_is_3_1_and_holds_the_whole_contract() {
     assert!(document["info"]["title"].is_string() && document["info"]["version"].is_string());
     assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 
-    let mut missing = Vec::new();
-    for (method, path) in CONTRACT {
-        if document["paths"][path][method].is_null() {
-            missing.push(format!("{method} {path}"));
+    // The guide and the document list the same operations, both ways.
+    let contract = contract();
+    assert!(contract.len() >= 28, "the guide lists only {} operations: is it still parsed?", contract.len());
+    let mut documented = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in METHODS.iter().filter(|method| !item[**method].is_null()) {
+            documented.insert(((*method).to_owned(), path.clone()));
         }
     }
-    assert!(missing.is_empty(), "endpoints of API.md missing from the OpenAPI document: {missing:?}");
+    let missing: Vec<_> = contract.difference(&documented).collect();
+    assert!(missing.is_empty(), "operations of docs/http-api.md missing from the OpenAPI document: {missing:?}");
+    let unlisted: Vec<_> = documented.difference(&contract).collect();
+    assert!(unlisted.is_empty(), "operations served but missing from docs/http-api.md: {unlisted:?}");
 
     // The document a program gets from the crate is the one the server serves.
     let offline = serde_json::to_value(techhub_axum::openapi()).expect("serializes");
@@ -233,7 +225,7 @@ async fn every_documented_operation_is_served_and_its_security_is_true() {
             );
         }
     }
-    assert!(operations >= CONTRACT.len(), "{operations} operations documented");
+    assert!(operations >= contract().len(), "{operations} operations documented");
 }
 
 /// Sends `head` (and no more) over a raw connection and reads the response until the server closes or
@@ -317,4 +309,20 @@ async fn cors_allows_only_the_configured_origins() {
     assert_eq!(header(&allowed, "access-control-allow-origin"), Some("https://app.example.com"));
     let refused = preflight("https://evil.example.com").await.expect("preflight");
     assert_eq!(header(&refused, "access-control-allow-origin"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_transport_security_is_sent_only_when_the_public_url_is_https() {
+    let https = start().await; // The harness's public URL is https.
+    for path in ["/health", "/api/v1/users/me", "/no/such/route"] {
+        let response = https.get(path, None).await;
+        assert_eq!(header(&response, "strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
+    }
+    let plain = common::start_with(common::Options {
+        workers: false,
+        public_url: Some("http://127.0.0.1:8080"),
+        ..common::Options::default()
+    })
+    .await;
+    assert_eq!(header(&plain.get("/health", None).await, "strict-transport-security"), None);
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::auth::password::Passwords;
+use crate::auth::throttle::{MailThrottle, SignInThrottle};
 use crate::auth::{AccessTokens, AuthService, JwtKeys, SigningKey};
 use crate::builds::{BUILD_QUEUE, BUILD_RUN, BuildExecutor, BuildLogs, BuildRunHandler, BuildService, RunningBuilds};
 use crate::clock::{Clock, SystemClock};
@@ -39,6 +40,8 @@ struct HubInner {
     templates: Templates,
     passwords: Passwords,
     access_tokens: AccessTokens,
+    sign_in_throttle: SignInThrottle,
+    mail_throttle: MailThrottle,
     build_executor: Option<Arc<dyn BuildExecutor>>,
     build_logs: BuildLogs,
     running_builds: RunningBuilds,
@@ -96,6 +99,14 @@ impl TechHub {
 
     pub(crate) fn access_tokens(&self) -> &AccessTokens {
         &self.inner.access_tokens
+    }
+
+    pub(crate) fn sign_in_throttle(&self) -> &SignInThrottle {
+        &self.inner.sign_in_throttle
+    }
+
+    pub(crate) fn mail_throttle(&self) -> &MailThrottle {
+        &self.inner.mail_throttle
     }
 
     /// The build service: create, list, cancel and retry builds, drive modules, logs, statistics, progress.
@@ -270,6 +281,8 @@ impl TechHubBuilder {
                 templates: Templates::built_in(),
                 passwords,
                 access_tokens,
+                sign_in_throttle: SignInThrottle::default(),
+                mail_throttle: MailThrottle::default(),
                 build_executor: self.build_executor,
                 build_logs: BuildLogs::default(),
                 running_builds: RunningBuilds::default(),

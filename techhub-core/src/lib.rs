@@ -45,12 +45,16 @@
 //!
 //! // Enqueue through the service (the actor's rights are checked) and watch it live.
 //! let report = hub.jobs().enqueue(&Actor::System, NewJob::new("report.build", json!({ "month": "2030-01" }))).await?;
-//! loop {
-//!     let event = events.recv().await?;
-//!     if event.subject == *report.id.as_uuid() && event.kind == EventKind::JobSucceeded {
-//!         break;
+//! let patience = std::time::Duration::from_secs(10);
+//! tokio::time::timeout(patience, async {
+//!     loop {
+//!         let event = events.recv().await?;
+//!         if event.subject == *report.id.as_uuid() && event.kind == EventKind::JobSucceeded {
+//!             return Ok::<_, tokio::sync::broadcast::error::RecvError>(());
+//!         }
 //!     }
-//! }
+//! })
+//! .await??;
 //! let report = hub.jobs().get(&Actor::System, report.id).await?;
 //! assert_eq!((report.state, report.result), (JobState::Succeeded, Some(json!({ "rows": 42 }))));
 //!
@@ -60,9 +64,12 @@
 //! let ada = hub.storage().insert_user(ada, vec![welcome]).await?;
 //! assert_eq!(ada.email.as_str(), "ada@example.com");
 //! workers.wake();
-//! while outbox.last_to("ada@example.com").is_none() {
-//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-//! }
+//! tokio::time::timeout(patience, async {
+//!     while outbox.last_to("ada@example.com").is_none() {
+//!         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//!     }
+//! })
+//! .await?;
 //! assert_eq!(outbox.last_to("ada@example.com").map(|mail| mail.subject), Some("Welcome to TechHub".to_owned()));
 //! workers.shutdown().await;
 //! # Ok(())

@@ -15,7 +15,9 @@ use techhub_core::events::{Event, EventKind};
 use techhub_core::jobs::{
     Backoff, HandlerOptions, JobContext, JobError, JobHandler, RateLimit, Retention, Schedule, WorkerConfig, handler_fn,
 };
-use techhub_core::model::{JobFilter, JobId, JobState, NewJob, PageRequest, Role, UserId};
+use techhub_core::model::{
+    JobFilter, JobId, JobState, NewJob, PageRequest, Role, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId,
+};
 use techhub_core::storage::DynStorage;
 use techhub_core::{Actor, ErrorKind, TechHub, TechHubBuilder};
 use techhub_store_memory::MemoryStore;
@@ -536,6 +538,39 @@ async fn heartbeats_keep_a_long_jobs_lease_so_it_is_never_rescued() {
     while let Ok(event) = events.try_recv() {
         assert_ne!(event.kind, EventKind::JobRescued);
     }
+    workers.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_tokens_are_pruned_with_job_retention_turned_off() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let clock = ManualClock::at_epoch();
+    let hub = builder(&store, &clock).build().expect("hub");
+    let workers = hub.start_workers(config()).expect("runtime starts"); // config() turns retention off
+    let user = UserId::new();
+    let now = clock.now();
+    let expiring = TokenRecord::new(
+        TokenHash::of("expiring"),
+        TokenKind::PasswordReset,
+        user,
+        TokenFamilyId::new(),
+        now,
+        now + chrono::TimeDelta::minutes(30),
+    );
+    let lasting = TokenRecord::new(
+        TokenHash::of("lasting"),
+        TokenKind::Refresh,
+        user,
+        TokenFamilyId::new(),
+        now,
+        now + chrono::TimeDelta::days(30),
+    );
+    store.insert_token(expiring.clone()).await.expect("stored");
+    store.insert_token(lasting.clone()).await.expect("stored");
+    clock.advance(Duration::from_secs(3600));
+    workers.run_maintenance().await.expect("maintenance");
+    assert_eq!(store.get_token(&expiring.hash).await.expect("get"), None, "an expired token was kept");
+    assert_eq!(store.get_token(&lasting.hash).await.expect("get"), Some(lasting));
     workers.shutdown().await;
 }
 

@@ -232,14 +232,7 @@ async fn a_csv_import_is_handled_row_by_row_and_a_retry_creates_nothing_twice() 
 
     let json_rows =
         json!([{ "email": "json@example.com", "name": "Jay" }, { "email": "json@example.com" }, { "nope": 1 }]);
-    let job = hub
-        .jobs()
-        .enqueue(
-            &as_root,
-            techhub_core::model::NewJob::new("users.import", json!({ "format": "json", "data": json_rows })),
-        )
-        .await
-        .expect("enqueued");
+    let job = hub.users().import(&as_root, TransferFormat::Json, json_rows.to_string()).await.expect("enqueued");
     let report: ImportReport =
         serde_json::from_value(run_to_end(&hub, &job).await.result.expect("report")).expect("shape");
     assert_eq!((report.created, report.skipped, report.failed), (1, 1, 1));
@@ -263,4 +256,19 @@ async fn a_csv_import_is_handled_row_by_row_and_a_retry_creates_nothing_twice() 
             .expect("json");
     assert_eq!(exported.len(), 6);
     assert!(exported.iter().all(|user| user.get("password_hash").is_none()));
+}
+
+#[tokio::test]
+async fn ensure_admin_does_not_promote_a_registered_account_it_cannot_sign_in_to() {
+    let store: DynStorage = Arc::new(MemoryStore::new());
+    let hub = hub(&store, &OutboxNotifier::new());
+    let squatter = register(&hub, "ops@example.com").await;
+    let refused = hub.users().ensure_admin("ops@example.com", "the operator's own passphrase").await;
+    let refused = refused.expect_err("someone else's account is not promoted");
+    assert_eq!((refused.kind(), refused.code()), (ErrorKind::Conflict, Some("admin_email_taken")));
+    assert_eq!(store.get_user(squatter.id).await.expect("get").expect("kept").role, Role::User, "unchanged");
+
+    // The owner itself (its password verifies) may be promoted.
+    let promoted = hub.users().ensure_admin("ops@example.com", PASSWORD).await.expect("own account");
+    assert_eq!((promoted.id, promoted.role, promoted.active), (squatter.id, Role::Admin, true));
 }

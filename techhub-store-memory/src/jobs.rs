@@ -20,7 +20,7 @@ use techhub_core::clock;
 use techhub_core::model::{
     Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
-use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult};
+use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
 use crate::{MemoryStore, paging};
 
@@ -140,10 +140,18 @@ impl JobIndex {
         }
     }
 
-    /// Checks that `jobs` can be inserted: no id exists already, none repeats.
+    /// Checks that `jobs` can be inserted, in order: a job whose unique key is live (stored, or taken by an
+    /// earlier job of the batch) will yield the live job and needs no check; any other job's id must be new
+    /// (not stored, not earlier in the batch).
     pub(crate) fn check_new(&self, tables: &JobTables, jobs: &[Job]) -> StoreResult<()> {
         let mut ids = HashSet::with_capacity(jobs.len());
+        let mut keys = HashSet::new();
         for job in jobs {
+            if let Some(key) = &job.unique_key
+                && (self.unique.contains_key(key) || !keys.insert(key))
+            {
+                continue;
+            }
             if !ids.insert(job.id) || tables.records.contains_key(&job.id) {
                 return Err(Conflict::Duplicate.into());
             }
@@ -211,7 +219,7 @@ impl JobStore for MemoryStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
-        let start = paging::after::<JobId>(paging::start_after(page)?);
+        let start = paging::after::<JobId>(decisions::start_after(page)?);
         let index = self.jobs.lock_index();
         let items: Vec<Job> = index
             .all
@@ -322,12 +330,7 @@ impl JobStore for MemoryStore {
         let mut index = self.jobs.lock_index();
         let mut entry = self.jobs.records.get_mut(&id).ok_or(StoreError::NotFound)?;
         let job = &mut entry.job;
-        if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
-            return Err(Conflict::InvalidState.into());
-        }
-        if job.unique_key.as_ref().is_some_and(|key| index.unique.contains_key(key)) {
-            return Err(Conflict::Duplicate.into());
-        }
+        decisions::check_retry(job, |key| Ok::<_, StoreError>(index.unique.contains_key(key)))??;
         index.leave(job);
         job.restart(now);
         index.enter(job);
@@ -372,6 +375,15 @@ impl JobStore for MemoryStore {
 
     async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>> {
         Ok(self.jobs.records.get(&id).and_then(|stored| stored.artifact.clone()))
+    }
+
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        let mut entry = self.jobs.records.get_mut(&id).ok_or(StoreError::NotFound)?;
+        if !entry.job.state.is_finished() {
+            return Err(Conflict::InvalidState.into());
+        }
+        entry.job.payload = Value::Null;
+        Ok(())
     }
 
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {

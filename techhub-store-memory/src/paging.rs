@@ -4,13 +4,8 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use techhub_core::model::{Page, PageRequest};
-use techhub_core::storage::{StoreError, StoreResult};
+use techhub_core::storage::{StoreResult, decisions};
 use uuid::Uuid;
-
-/// The id to continue after, or `InvalidInput` for a cursor this store did not issue.
-pub(crate) fn start_after(page: &PageRequest) -> StoreResult<Option<Uuid>> {
-    page.position().map_err(|error| StoreError::InvalidInput(error.message().to_owned()))
-}
 
 /// The range bounds that continue after `position`.
 pub(crate) fn after<K: From<Uuid>>(position: Option<Uuid>) -> (Bound<K>, Bound<K>) {
@@ -29,7 +24,7 @@ where
     V: Clone,
 {
     let items: Vec<V> = map
-        .range(after::<K>(start_after(page)?))
+        .range(after::<K>(decisions::start_after(page)?))
         .map(|(_, value)| value)
         .filter(|value| keep(value))
         .take(page.limit + 1)

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use techhub_core::model::{Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
-use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore};
+use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore, decisions};
 
 use crate::{MemoryStore, lock};
 
@@ -83,24 +83,17 @@ impl TokenStore for MemoryStore {
         replacement: Option<TokenRecord>,
     ) -> StoreResult<Option<Consumed>> {
         let mut tokens = lock(&self.tokens);
-        let Some(record) = tokens.by_hash.get(hash).filter(|record| record.kind == kind && now < record.expires_at)
-        else {
-            return Ok(None);
-        };
-        if record.consumed_at.is_some() {
-            return Ok(Some(Consumed::Replayed(record.clone())));
+        let decision = decisions::consume_token(tokens.by_hash.get(hash).cloned(), kind, now);
+        if let Some(Consumed::Fresh(record)) = &decision {
+            if replacement.as_ref().is_some_and(|next| tokens.by_hash.contains_key(&next.hash)) {
+                return Err(Conflict::Duplicate.into());
+            }
+            tokens.by_hash.insert(record.hash, record.clone());
+            if let Some(next) = replacement {
+                tokens.insert(next);
+            }
         }
-        if replacement.as_ref().is_some_and(|next| tokens.by_hash.contains_key(&next.hash)) {
-            return Err(Conflict::Duplicate.into());
-        }
-        let consumed = tokens.by_hash.get_mut(hash).map(|record| {
-            record.consumed_at = Some(now);
-            record.clone()
-        });
-        if let Some(next) = replacement {
-            tokens.insert(next);
-        }
-        Ok(consumed.map(Consumed::Fresh))
+        Ok(decision)
     }
 
     async fn revoke_tokens(&self, selector: TokenSelector) -> StoreResult<u64> {

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
-use techhub_core::storage::{Conflict, StoreError, StoreResult, TokenSelector, UserStore};
+use techhub_core::model::{Email, Job, Page, PageRequest, User, UserCounts, UserFilter, UserId};
+use techhub_core::storage::{Conflict, StoreError, StoreResult, TokenSelector, UserStore, decisions};
 
 use crate::{MemoryStore, lock, paging, read, write};
 
@@ -14,10 +14,7 @@ pub(crate) struct UserTables {
     by_id: BTreeMap<UserId, User>,
     by_email: HashMap<Email, UserId>,
     active_admins: usize,
-}
-
-fn is_active_admin(user: &User) -> bool {
-    user.active && user.role == Role::Admin
+    counts: UserCounts,
 }
 
 #[async_trait]
@@ -35,7 +32,8 @@ impl UserStore for MemoryStore {
         // Validated: from here on nothing fails, so the user and its jobs land together.
         user.version = 1;
         users.by_email.insert(user.email.clone(), user.id);
-        users.active_admins += usize::from(is_active_admin(&user));
+        users.active_admins += usize::from(user.is_active_admin());
+        users.counts.follow(None, Some(&user));
         users.by_id.insert(user.id, user.clone());
         jobs.insert_checked(&self.jobs, follow_up);
         Ok(user)
@@ -50,32 +48,27 @@ impl UserStore for MemoryStore {
         Ok(users.by_email.get(email).and_then(|id| users.by_id.get(id)).cloned())
     }
 
-    async fn update_user(&self, mut user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
+    async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
         let mut users = write(&self.users);
         let tables = &mut *users;
         let stored = tables.by_id.get(&user.id).ok_or(StoreError::NotFound)?;
-        if stored.version != expected_version {
-            return Err(Conflict::VersionMismatch.into());
-        }
-        if stored.email != user.email && tables.by_email.contains_key(&user.email) {
-            return Err(Conflict::EmailTaken.into());
-        }
-        if is_active_admin(stored) && !is_active_admin(&user) && tables.active_admins == 1 {
-            return Err(Conflict::LastActiveAdmin.into());
-        }
+        let user = decisions::merge_user_update(
+            stored,
+            user,
+            expected_version,
+            |email, _| Ok::<_, StoreError>(tables.by_email.contains_key(email)),
+            || Ok(tables.active_admins as u64),
+        )??;
         let mut jobs = self.jobs.lock_index();
         jobs.check_new(&self.jobs, &follow_up)?;
 
-        user.version = expected_version + 1;
-        user.created_at = stored.created_at;
-        user.failed_logins = stored.failed_logins;
-        user.last_failed_login_at = stored.last_failed_login_at;
         if stored.email != user.email {
             tables.by_email.remove(&stored.email);
             tables.by_email.insert(user.email.clone(), user.id);
         }
         tables.active_admins =
-            tables.active_admins - usize::from(is_active_admin(stored)) + usize::from(is_active_admin(&user));
+            tables.active_admins - usize::from(stored.is_active_admin()) + usize::from(user.is_active_admin());
+        tables.counts.follow(Some(stored), Some(&user));
         tables.by_id.insert(user.id, user.clone());
         jobs.insert_checked(&self.jobs, follow_up);
         Ok(user)
@@ -84,14 +77,12 @@ impl UserStore for MemoryStore {
     async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()> {
         let mut users = write(&self.users);
         let stored = users.by_id.get(&id).ok_or(StoreError::NotFound)?;
-        if expected_version.is_some_and(|version| version != stored.version) {
-            return Err(Conflict::VersionMismatch.into());
-        }
-        if is_active_admin(stored) && users.active_admins == 1 {
-            return Err(Conflict::LastActiveAdmin.into());
-        }
-        let was_active_admin = is_active_admin(stored);
+        decisions::check_user_delete(stored, expected_version, || Ok::<_, StoreError>(users.active_admins as u64))??;
+        let was_active_admin = stored.is_active_admin();
         let email = stored.email.clone();
+        let mut counts = users.counts;
+        counts.follow(Some(stored), None);
+        users.counts = counts;
         // Sessions end with the user, in the same critical section.
         lock(&self.tokens).revoke(TokenSelector::User { user_id: id, kind: None, except_family: None });
         users.by_email.remove(&email);
@@ -114,6 +105,10 @@ impl UserStore for MemoryStore {
         user.failed_logins = 0;
         user.last_failed_login_at = None;
         Ok(())
+    }
+
+    async fn count_users(&self) -> StoreResult<UserCounts> {
+        Ok(read(&self.users).counts)
     }
 
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {

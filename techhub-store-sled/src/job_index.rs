@@ -154,6 +154,13 @@ impl<'a> JobTx<'a> {
         Ok(row)
     }
 
+    /// Rewrites the loaded job's row with `payload` (JSON bytes) instead of its own; nothing indexed changes.
+    pub(crate) fn replace_payload(&self, loaded: &Loaded, payload: &[u8]) -> TxResult<IVec> {
+        let row: IVec = encode_job(&loaded.job, payload).or_abort()?.into();
+        self.rows.insert(&id_bytes(loaded.job.id), row.clone())?;
+        Ok(row)
+    }
+
     /// Stores new jobs as [`JobStore::enqueue_many`](techhub_core::storage::JobStore::enqueue_many) says:
     /// a job whose unique key is live (also earlier in this batch) yields the live job, a known id is a
     /// `Duplicate`. Answers, per job, `None` if it was stored, or the live job holding its key (id and row).

@@ -18,7 +18,7 @@ use techhub_core::clock;
 use techhub_core::model::{
     Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
-use techhub_core::storage::{Conflict, JobStore, StoreResult};
+use techhub_core::storage::{Conflict, JobStore, StoreResult, decisions};
 
 use crate::SledStore;
 use crate::claims::ClaimRequest;
@@ -181,28 +181,35 @@ impl JobStore for SledStore {
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let Some(row) = self.trees[TreeId::Jobs].get(id.as_bytes()).sled()? else { return Ok(None) };
-        decode_job(id, &row).map(Some)
+        self.read(move |trees| {
+            let Some(row) = trees[TreeId::Jobs].get(id.as_bytes()).sled()? else { return Ok(None) };
+            decode_job(id, &row).map(Some)
+        })
+        .await
     }
 
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
-        let id_of = |job: &Job| job.id.into();
-        let keep = |job: &Job| filter.matches(job);
-        let rows = &self.trees[TreeId::Jobs];
-        match filter.created_by {
-            // A user's jobs come from the by-creator index, not a scan of every job.
-            Some(user) => {
-                let load = |key: &IVec, _: &IVec| {
-                    let id = JobId::from_uuid(trailing_id(key)?);
-                    rows.get(id.as_bytes()).sled()?.map(|row| decode_job(id, &row)).transpose()
-                };
-                page_of(&self.trees[TreeId::JobsByCreator], user.as_bytes(), page, load, keep, id_of)
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |trees| {
+            let id_of = |job: &Job| job.id.into();
+            let keep = |job: &Job| filter.matches(job);
+            let rows = &trees[TreeId::Jobs];
+            match filter.created_by {
+                // A user's jobs come from the by-creator index, not a scan of every job.
+                Some(user) => {
+                    let load = |key: &IVec, _: &IVec| {
+                        let id = JobId::from_uuid(trailing_id(key)?);
+                        rows.get(id.as_bytes()).sled()?.map(|row| decode_job(id, &row)).transpose()
+                    };
+                    page_of(&trees[TreeId::JobsByCreator], user.as_bytes(), &page, load, keep, id_of)
+                }
+                None => {
+                    let load = |key: &IVec, row: &IVec| decode_job(JobId::from_uuid(trailing_id(key)?), row).map(Some);
+                    page_of(rows, &[], &page, load, keep, id_of)
+                }
             }
-            None => {
-                let load = |key: &IVec, row: &IVec| decode_job(JobId::from_uuid(trailing_id(key)?), row).map(Some);
-                page_of(rows, &[], page, load, keep, id_of)
-            }
-        }
+        })
+        .await
     }
 
     async fn claim(
@@ -297,15 +304,8 @@ impl JobStore for SledStore {
 
     async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
         self.change(id, now, move |jobs, job| {
-            if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
-                return Err(abort(Conflict::InvalidState));
-            }
-            // The job is finished, so a holder of its key is another, live job.
-            if let Some(key) = &job.unique_key
-                && jobs.unique_holder(key)?.is_some()
-            {
-                return Err(abort(Conflict::Duplicate));
-            }
+            decisions::check_retry(job, |key| jobs.unique_holder(key).map(|holder| holder.is_some()))?
+                .map_err(abort)?;
             job.restart(now);
             Ok(())
         })
@@ -319,27 +319,47 @@ impl JobStore for SledStore {
     }
 
     async fn queue_counts(&self) -> StoreResult<Vec<QueueCounts>> {
-        let mut all = Vec::new();
-        for entry in self.trees[TreeId::JobCounts].iter() {
-            let (queue, counts) = entry.sled()?;
-            let counts = decode_counts(&counts)?;
-            let queue = String::from_utf8(queue.to_vec()).map_err(|_| corrupt("a queue name is not UTF-8"))?;
-            let mut row = QueueCounts { queue, ..QueueCounts::default() };
-            for state in JobState::ALL {
-                *row.get_mut(state) = counts[state.index()];
+        self.read(|trees| {
+            let mut all = Vec::new();
+            for entry in trees[TreeId::JobCounts].iter() {
+                let (queue, counts) = entry.sled()?;
+                let counts = decode_counts(&counts)?;
+                let queue = String::from_utf8(queue.to_vec()).map_err(|_| corrupt("a queue name is not UTF-8"))?;
+                let mut row = QueueCounts { queue, ..QueueCounts::default() };
+                for state in JobState::ALL {
+                    *row.get_mut(state) = counts[state.index()];
+                }
+                if row.queued > 0
+                    && let Some(keys) = QueueKeys::new(&row.queue)
+                {
+                    row.oldest_queued_run_at = oldest_queued(trees, &keys)?;
+                }
+                all.push(row);
             }
-            if row.queued > 0
-                && let Some(keys) = QueueKeys::new(&row.queue)
-            {
-                row.oldest_queued_run_at = oldest_queued(&self.trees, &keys)?;
-            }
-            all.push(row);
-        }
-        Ok(all)
+            Ok(all)
+        })
+        .await
     }
 
     async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>> {
-        self.trees[TreeId::JobArtifacts].get(id.as_bytes()).sled()?.map(|row| decode_artifact(&row)).transpose()
+        self.read(move |trees| {
+            trees[TreeId::JobArtifacts].get(id.as_bytes()).sled()?.map(|row| decode_artifact(&row)).transpose()
+        })
+        .await
+    }
+
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        self.writer
+            .write(move |tx| {
+                let jobs = JobTx::new(tx);
+                let loaded = jobs.require(id)?;
+                if !loaded.job.state.is_finished() {
+                    return Err(abort(Conflict::InvalidState));
+                }
+                jobs.replace_payload(&loaded, b"null")
+            })
+            .await?;
+        Ok(())
     }
 
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {

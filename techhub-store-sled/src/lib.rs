@@ -14,7 +14,9 @@
 //!   transaction, each call in its own savepoint (a call that fails leaves no trace and does not sink the
 //!   others), then flushes once for all of them (group commit). sled 0.34 makes each transaction costly in
 //!   fixed work and blocks transactions while it flushes, so sharing both is what makes concurrent writers
-//!   fast. Reads run on the caller's thread.
+//!   fast. Reads run on Tokio's blocking threads (a sled read may wait for the disk); opening, which may wait
+//!   for the directory's lock, and dropping, which joins the writer, hand a multi-threaded runtime's worker
+//!   over first, so no async worker thread waits on sled.
 //! - **Claims stay flat.** The writer picks a claim's job as the first key of each named queue's ready index,
 //!   whose order is the claim order (priority, then `run_at`, then id), skipping jobs that earlier claims of the
 //!   same round took, and moves it to running in the round's transaction: a few seeks, whatever the number of
@@ -68,10 +70,13 @@ mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 pub use options::{FlushPolicy, SledOptions};
+use techhub_core::model::{TokenFamilyId, User, UserId};
 use techhub_core::storage::{Storage, StoreError, StoreResult};
 
 use crate::engine::{Sled, Trees};
@@ -81,8 +86,8 @@ use crate::writer::Writer;
 pub struct SledStore {
     // Dropped first: it finishes the calls sent and joins the writer thread, which holds handles on the database.
     writer: Writer,
-    /// For reads, which run on the caller's thread.
-    trees: Trees,
+    /// For reads, which run on blocking threads (see [`SledStore::read`]).
+    trees: Arc<Trees>,
     db: sled::Db,
     path: Option<PathBuf>,
     flush: Option<FlushPolicy>,
@@ -101,23 +106,28 @@ impl SledStore {
     pub fn open_with(path: impl AsRef<Path>, options: &SledOptions) -> StoreResult<Self> {
         let path = path.as_ref();
         let deadline = Instant::now() + options.lock_wait;
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(path)
-                .cache_capacity(options.cache_capacity)
-                .flush_every_ms(Some(options::background_flush_ms(options.flush)))
-                .open();
-            match opened {
-                Err(sled::Error::Io(error)) if is_lock_held(&error) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
+        // Waiting for the lock sleeps: inside a multi-threaded Tokio runtime, the worker's other tasks move
+        // elsewhere meanwhile.
+        let db = off_the_runtime(|| {
+            loop {
+                let opened = sled::Config::new()
+                    .path(path)
+                    .cache_capacity(options.cache_capacity)
+                    .flush_every_ms(Some(options::background_flush_ms(options.flush)))
+                    .open();
+                match opened {
+                    Err(sled::Error::Io(error)) if is_lock_held(&error) && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    opened => break opened.sled(),
                 }
-                opened => break opened.sled()?,
             }
-        };
+        })?;
         let trees = Trees::open(&db)?;
+        users::backfill_counts(&trees)?;
         let writer = Writer::start(db.clone(), trees.clone(), options.flush == FlushPolicy::EveryWrite)?;
         tracing::debug!(path = %path.display(), recovered = db.was_recovered(), "sled store opened");
-        Ok(Self { writer, trees, db, path: Some(path.to_owned()), flush: Some(options.flush) })
+        Ok(Self { writer, trees: Arc::new(trees), db, path: Some(path.to_owned()), flush: Some(options.flush) })
     }
 
     /// A private database in a temporary file, deleted when the store is dropped (tests, trials). Nothing
@@ -126,7 +136,34 @@ impl SledStore {
         let db = sled::Config::new().temporary(true).open().sled()?;
         let trees = Trees::open(&db)?;
         let writer = Writer::start(db.clone(), trees.clone(), false)?;
-        Ok(Self { writer, trees, db, path: None, flush: None })
+        Ok(Self { writer, trees: Arc::new(trees), db, path: None, flush: None })
+    }
+}
+
+/// Runs blocking `work` (a lock wait, a thread join) from synchronous code that may be called on a Tokio
+/// worker thread: in a multi-threaded runtime the worker hands its other tasks over first
+/// (`block_in_place`); elsewhere (no runtime, or a current-thread one, where that is not possible) it just
+/// runs.
+pub(crate) fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+impl SledStore {
+    /// Runs `read` on a blocking thread: any sled read may wait for the disk (a page not in the cache), and no
+    /// async worker thread may wait for a disk.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Trees) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || read(&trees))
+            .await
+            .map_err(|_| StoreError::unavailable(std::io::Error::other("a sled read did not finish")))?
     }
 }
 
@@ -149,6 +186,23 @@ impl Storage for SledStore {
 
     async fn health(&self) -> StoreResult<()> {
         // A read that goes through sled's page cache; any failure means the store cannot serve now.
-        self.db.get(b"health").map(drop).map_err(StoreError::unavailable)
+        let db = self.db.clone();
+        self.read(move |_| db.get(b"health").map(drop).map_err(StoreError::unavailable)).await
+    }
+
+    async fn session_user(
+        &self,
+        family: TokenFamilyId,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        // Every authenticated request asks this: both reads in one trip to a blocking thread.
+        self.read(move |trees| {
+            if !tokens::family_is_live(trees, family, now)? {
+                return Ok(None);
+            }
+            users::load_user(trees, user_id)
+        })
+        .await
     }
 }

@@ -55,7 +55,10 @@ impl NotificationStore for SledStore {
     }
 
     async fn get_notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {
-        self.trees[TreeId::Notifications].get(id.as_bytes()).sled()?.map(|row| from_json(&row)).transpose()
+        self.read(move |trees| {
+            trees[TreeId::Notifications].get(id.as_bytes()).sled()?.map(|row| from_json(&row)).transpose()
+        })
+        .await
     }
 
     async fn update_notification(
@@ -91,24 +94,32 @@ impl NotificationStore for SledStore {
         filter: &NotificationFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Notification>> {
-        let load = |_: &sled::IVec, row: &sled::IVec| from_json(row).map(Some);
-        page_of(&self.trees[TreeId::Notifications], &[], page, load, |item| filter.matches(item), |item| item.id.into())
+        let (filter, page) = (*filter, page.clone());
+        self.read(move |trees| {
+            let load = |_: &sled::IVec, row: &sled::IVec| from_json(row).map(Some);
+            let keep = |item: &Notification| filter.matches(item);
+            page_of(&trees[TreeId::Notifications], &[], &page, load, keep, |item| item.id.into())
+        })
+        .await
     }
 
     async fn notification_counts(&self) -> StoreResult<Vec<NotificationCount>> {
-        self.trees[TreeId::NotificationCounts]
-            .iter()
-            .map(|entry| {
-                let (key, count) = entry.sled()?;
-                let [channel, status] = key.as_ref() else { return Err(corrupt("a notification counter key")) };
-                Ok(NotificationCount {
-                    channel: *Channel::ALL.get(usize::from(*channel)).ok_or_else(|| corrupt("unknown channel"))?,
-                    status: *NotificationStatus::ALL
-                        .get(usize::from(*status))
-                        .ok_or_else(|| corrupt("unknown notification status"))?,
-                    count: counter(Some(&count))?,
+        self.read(|trees| {
+            trees[TreeId::NotificationCounts]
+                .iter()
+                .map(|entry| {
+                    let (key, count) = entry.sled()?;
+                    let [channel, status] = key.as_ref() else { return Err(corrupt("a notification counter key")) };
+                    Ok(NotificationCount {
+                        channel: *Channel::ALL.get(usize::from(*channel)).ok_or_else(|| corrupt("unknown channel"))?,
+                        status: *NotificationStatus::ALL
+                            .get(usize::from(*status))
+                            .ok_or_else(|| corrupt("unknown notification status"))?,
+                        count: counter(Some(&count))?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 }

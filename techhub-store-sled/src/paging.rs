@@ -4,15 +4,10 @@ use std::ops::Bound;
 
 use sled::{IVec, Tree};
 use techhub_core::model::{Page, PageRequest};
-use techhub_core::storage::{StoreError, StoreResult};
+use techhub_core::storage::{StoreResult, decisions};
 use uuid::Uuid;
 
 use crate::engine::Sled;
-
-/// The id to continue after, or `InvalidInput` for a cursor this store did not issue.
-pub(crate) fn start_after(page: &PageRequest) -> StoreResult<Option<Uuid>> {
-    page.position().map_err(|error| StoreError::InvalidInput(error.message().to_owned()))
-}
 
 /// A page of the records under `prefix` of `tree` (keys: `prefix · id`), after the page's cursor.
 ///
@@ -26,7 +21,7 @@ pub(crate) fn page_of<T>(
     keep: impl Fn(&T) -> bool,
     id: impl Fn(&T) -> Uuid,
 ) -> StoreResult<Page<T>> {
-    let start = match start_after(page)? {
+    let start = match decisions::start_after(page)? {
         Some(after) => Bound::Excluded([prefix, after.as_bytes()].concat()),
         None => Bound::Included(prefix.to_vec()),
     };

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sled::IVec;
 use techhub_core::model::{Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
-use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore};
+use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore, decisions};
 use uuid::Uuid;
 
 use crate::SledStore;
@@ -142,23 +142,26 @@ fn prune(trees: &Trees, now: DateTime<Utc>) -> StoreResult<u64> {
     Ok(pruned)
 }
 
-impl SledStore {
-    fn load_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
-        let Some(row) = self.trees[TreeId::Tokens].get(hash.as_bytes()).sled()? else { return Ok(None) };
-        decode_token(*hash, &row).map(Some)
-    }
+fn load_token(trees: &Trees, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+    let Some(row) = trees[TreeId::Tokens].get(hash.as_bytes()).sled()? else { return Ok(None) };
+    decode_token(*hash, &row).map(Some)
+}
 
-    /// The records an owner index lists under `owner` (read outside the writer, for queries).
-    fn tokens_under(&self, index: TreeId, owner: &Uuid) -> StoreResult<Vec<TokenRecord>> {
-        let mut records = Vec::new();
-        for hash in hashes_under(&self.trees, index, owner)? {
-            // Deleted since the index was read: not there any more.
-            if let Some(record) = self.load_token(&hash)? {
-                records.push(record);
-            }
+/// The records an owner index lists under `owner` (read outside the writer, for queries).
+fn tokens_under(trees: &Trees, index: TreeId, owner: &Uuid) -> StoreResult<Vec<TokenRecord>> {
+    let mut records = Vec::new();
+    for hash in hashes_under(trees, index, owner)? {
+        // Deleted since the index was read: not there any more.
+        if let Some(record) = load_token(trees, &hash)? {
+            records.push(record);
         }
-        Ok(records)
     }
+    Ok(records)
+}
+
+/// Whether the session `family` holds a live token at `now` (read outside the writer).
+pub(crate) fn family_is_live(trees: &Trees, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool> {
+    Ok(tokens_under(trees, TreeId::TokensByFamily, family.as_uuid())?.iter().any(|record| record.is_live(now)))
 }
 
 #[async_trait]
@@ -168,7 +171,8 @@ impl TokenStore for SledStore {
     }
 
     async fn get_token(&self, hash: &TokenHash) -> StoreResult<Option<TokenRecord>> {
-        self.load_token(hash)
+        let hash = *hash;
+        self.read(move |trees| load_token(trees, &hash)).await
     }
 
     async fn consume_token(
@@ -182,20 +186,14 @@ impl TokenStore for SledStore {
         self.writer
             .write(move |tx| {
                 let tokens = TokenTx::new(tx);
-                let Some(mut record) =
-                    tokens.load(&hash)?.filter(|record| record.kind == kind && now < record.expires_at)
-                else {
-                    return Ok(None);
-                };
-                if record.consumed_at.is_some() {
-                    return Ok(Some(Consumed::Replayed(record)));
+                let decision = decisions::consume_token(tokens.load(&hash)?, kind, now);
+                if let Some(Consumed::Fresh(record)) = &decision {
+                    tokens.rows.insert(hash.as_bytes().as_slice(), encode_token(record))?;
+                    if let Some(next) = &replacement {
+                        tokens.insert(next)?;
+                    }
                 }
-                record.consumed_at = Some(now);
-                tokens.rows.insert(hash.as_bytes().as_slice(), encode_token(&record))?;
-                if let Some(next) = &replacement {
-                    tokens.insert(next)?;
-                }
-                Ok(Some(Consumed::Fresh(record)))
+                Ok(decision)
             })
             .await
     }
@@ -205,17 +203,19 @@ impl TokenStore for SledStore {
     }
 
     async fn live_tokens(&self, user_id: UserId, kind: TokenKind, now: DateTime<Utc>) -> StoreResult<Vec<TokenRecord>> {
-        let mut live: Vec<TokenRecord> = self
-            .tokens_under(TreeId::TokensByUser, user_id.as_uuid())?
-            .into_iter()
-            .filter(|record| record.kind == kind && record.is_live(now))
-            .collect();
-        live.sort_by_key(|record| (record.created_at, record.hash));
-        Ok(live)
+        self.read(move |trees| {
+            let mut live: Vec<TokenRecord> = tokens_under(trees, TreeId::TokensByUser, user_id.as_uuid())?
+                .into_iter()
+                .filter(|record| record.kind == kind && record.is_live(now))
+                .collect();
+            live.sort_by_key(|record| (record.created_at, record.hash));
+            Ok(live)
+        })
+        .await
     }
 
     async fn family_is_live(&self, family: TokenFamilyId, now: DateTime<Utc>) -> StoreResult<bool> {
-        Ok(self.tokens_under(TreeId::TokensByFamily, family.as_uuid())?.iter().any(|record| record.is_live(now)))
+        self.read(move |trees| family_is_live(trees, family, now)).await
     }
 
     async fn prune_tokens(&self, now: DateTime<Utc>) -> StoreResult<u64> {

@@ -3,11 +3,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
-use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore};
+use techhub_core::model::{Email, Job, Page, PageRequest, User, UserCounts, UserFilter, UserId};
+use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore, decisions};
 
 use crate::SledStore;
-use crate::engine::{Sled, TreeId, counter};
+use crate::engine::{Sled, TreeId, Trees, counter};
 use crate::job_index::{JobTx, NewJob};
 use crate::paging::{page_of, trailing_id};
 use crate::rows::{decode_user, encode_user};
@@ -15,9 +15,45 @@ use crate::tokens::{TokenTx, tokens_of_user};
 use crate::tx::{OrAbort, Tx, TxResult, TxTree, abort, transaction};
 
 const ACTIVE_ADMINS: &[u8] = b"active_admins";
+/// The [`UserCounts`], as three big-endian `u64`s (total, active, admins).
+const USER_COUNTS: &[u8] = b"user_counts";
 
-fn is_active_admin(user: &User) -> bool {
-    user.active && user.role == Role::Admin
+fn encode_counts(counts: &UserCounts) -> [u8; 24] {
+    let mut bytes = [0; 24];
+    for (slot, value) in bytes.chunks_exact_mut(8).zip([counts.total, counts.active, counts.admins]) {
+        slot.copy_from_slice(&value.to_be_bytes());
+    }
+    bytes
+}
+
+fn decode_counts(bytes: Option<&[u8]>) -> StoreResult<UserCounts> {
+    let Some(bytes) = bytes else { return Ok(UserCounts::default()) };
+    let part = |index: usize| counter(bytes.get(index * 8..index * 8 + 8));
+    if bytes.len() != 24 {
+        return Err(crate::codec::corrupt("the user counts are not 24 bytes"));
+    }
+    Ok(UserCounts { total: part(0)?, active: part(1)?, admins: part(2)? })
+}
+
+/// The user with `id`, read outside the writer.
+pub(crate) fn load_user(trees: &Trees, id: UserId) -> StoreResult<Option<User>> {
+    let Some(row) = trees[TreeId::Users].get(id.as_bytes()).sled()? else { return Ok(None) };
+    decode_user(id, &row).map(Some)
+}
+
+/// Databases written before the user counts existed get them once, at open, from one scan of the users.
+pub(crate) fn backfill_counts(trees: &Trees) -> StoreResult<()> {
+    let counts_tree = &trees[TreeId::UserCounts];
+    if counts_tree.get(USER_COUNTS).sled()?.is_some() {
+        return Ok(());
+    }
+    let mut counts = UserCounts::default();
+    for entry in trees[TreeId::Users].iter() {
+        let (key, row) = entry.sled()?;
+        counts.follow(None, Some(&decode_user(UserId::from_uuid(trailing_id(&key)?), &row)?));
+    }
+    counts_tree.insert(USER_COUNTS, encode_counts(&counts).as_slice()).sled()?;
+    Ok(())
 }
 
 /// The user trees as one call sees them: rows, the email index and the counters.
@@ -50,11 +86,6 @@ impl<'a> UserTx<'a> {
         counter(self.counts.get(ACTIVE_ADMINS)?.as_deref()).or_abort()
     }
 
-    /// Whether replacing `stored` by `next` (`None`: deleting it) would leave no active admin where there was one.
-    fn removes_last_admin(&self, stored: &User, next: Option<&User>) -> TxResult<bool> {
-        Ok(is_active_admin(stored) && !next.is_some_and(is_active_admin) && self.active_admins()? == 1)
-    }
-
     /// Writes `user` in place of `stored` (`None`s: absent), keeping the email index and admin counter in step.
     fn save(&self, stored: Option<&User>, user: Option<&User>) -> TxResult<()> {
         match (stored, user) {
@@ -72,7 +103,10 @@ impl<'a> UserTx<'a> {
                 self.emails.insert(user.email.as_str(), user.id.as_bytes().as_slice())?;
             }
         }
-        let (was, is) = (stored.is_some_and(is_active_admin), user.is_some_and(is_active_admin));
+        let mut counts = decode_counts(self.counts.get(USER_COUNTS)?.as_deref()).or_abort()?;
+        counts.follow(stored, user);
+        self.counts.insert(USER_COUNTS, encode_counts(&counts).as_slice())?;
+        let (was, is) = (stored.is_some_and(User::is_active_admin), user.is_some_and(User::is_active_admin));
         if was != is {
             let admins = self.active_admins()?;
             let admins = if is { admins + 1 } else { admins.saturating_sub(1) };
@@ -119,15 +153,18 @@ impl UserStore for SledStore {
     }
 
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let Some(row) = self.trees[TreeId::Users].get(id.as_bytes()).sled()? else { return Ok(None) };
-        decode_user(id, &row).map(Some)
+        self.read(move |trees| load_user(trees, id)).await
     }
 
     async fn get_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
-        let Some(id) = self.trees[TreeId::Emails].get(email.as_str()).sled()? else { return Ok(None) };
-        let id = UserId::from_uuid(trailing_id(&id)?);
-        // The two reads are not one snapshot: a user whose address changed in between is not this address's.
-        Ok(self.get_user(id).await?.filter(|user| user.email == *email))
+        let email = email.clone();
+        self.read(move |trees| {
+            let Some(id) = trees[TreeId::Emails].get(email.as_str()).sled()? else { return Ok(None) };
+            let id = UserId::from_uuid(trailing_id(&id)?);
+            // The two reads are not one snapshot: a user whose address changed in between is not this address's.
+            Ok(load_user(trees, id)?.filter(|user| user.email == email))
+        })
+        .await
     }
 
     async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
@@ -136,22 +173,14 @@ impl UserStore for SledStore {
             .write(move |tx| {
                 let users = UserTx::new(tx);
                 let stored = users.require(user.id)?;
-                if stored.version != expected_version {
-                    return Err(abort(Conflict::VersionMismatch));
-                }
-                if stored.email != user.email && users.email_taken(&user.email, user.id)? {
-                    return Err(abort(Conflict::EmailTaken));
-                }
-                if users.removes_last_admin(&stored, Some(&user))? {
-                    return Err(abort(Conflict::LastActiveAdmin));
-                }
-                let next = User {
-                    version: expected_version + 1,
-                    created_at: stored.created_at,
-                    failed_logins: stored.failed_logins,
-                    last_failed_login_at: stored.last_failed_login_at,
-                    ..user.clone()
-                };
+                let next = decisions::merge_user_update(
+                    &stored,
+                    user.clone(),
+                    expected_version,
+                    |email, id| users.email_taken(email, id),
+                    || users.active_admins(),
+                )?
+                .map_err(abort)?;
                 users.save(Some(&stored), Some(&next))?;
                 JobTx::new(tx).insert(&follow_up)?;
                 Ok(next)
@@ -168,12 +197,8 @@ impl UserStore for SledStore {
                 transaction(trees, |tx| {
                     let users = UserTx::new(tx);
                     let stored = users.require(id)?;
-                    if expected_version.is_some_and(|version| version != stored.version) {
-                        return Err(abort(Conflict::VersionMismatch));
-                    }
-                    if users.removes_last_admin(&stored, None)? {
-                        return Err(abort(Conflict::LastActiveAdmin));
-                    }
+                    decisions::check_user_delete(&stored, expected_version, || users.active_admins())?
+                        .map_err(abort)?;
                     let tokens = TokenTx::new(tx);
                     for hash in &hashes {
                         tokens.delete(hash)?;
@@ -203,9 +228,17 @@ impl UserStore for SledStore {
         .map(drop)
     }
 
+    async fn count_users(&self) -> StoreResult<UserCounts> {
+        self.read(|trees| decode_counts(trees[TreeId::UserCounts].get(USER_COUNTS).sled()?.as_deref())).await
+    }
+
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {
-        let load =
-            |key: &sled::IVec, row: &sled::IVec| decode_user(UserId::from_uuid(trailing_id(key)?), row).map(Some);
-        page_of(&self.trees[TreeId::Users], &[], page, load, |user| filter.matches(user), |user| user.id.into())
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |trees| {
+            let load =
+                |key: &sled::IVec, row: &sled::IVec| decode_user(UserId::from_uuid(trailing_id(key)?), row).map(Some);
+            page_of(&trees[TreeId::Users], &[], &page, load, |user| filter.matches(user), |user| user.id.into())
+        })
+        .await
     }
 }

@@ -220,7 +220,7 @@ impl Drop for Writer {
         // store is gone (reopening right after a drop works).
         drop(self.sender.take());
         if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
+            && crate::off_the_runtime(|| thread.join()).is_err()
         {
             tracing::error!("the sled writer thread panicked");
         }

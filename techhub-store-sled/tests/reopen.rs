@@ -1,6 +1,6 @@
 //! What a store acknowledged is there when the directory is opened again, indexes and counters included.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -64,7 +64,79 @@ fn a_directory_in_use_is_unavailable_after_the_lock_wait() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("techhub");
     let _open = SledStore::open(&path).expect("opens");
-    let options = SledOptions { lock_wait: Duration::from_millis(50), ..SledOptions::default() };
+    let options = SledOptions { lock_wait: Duration::from_millis(200), ..SledOptions::default() };
+    let started = Instant::now();
     let second = SledStore::open_with(&path, &options);
     assert!(matches!(second, Err(StoreError::Unavailable(_))), "{second:?}");
+    assert!(started.elapsed() >= options.lock_wait, "gave up after {:?}, before the lock wait", started.elapsed());
+}
+
+#[test]
+fn opening_waits_for_a_lock_released_during_the_wait() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    let first = SledStore::open(&path).expect("opens");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        drop(first);
+    });
+    let options = SledOptions { lock_wait: Duration::from_secs(10), ..SledOptions::default() };
+    SledStore::open_with(&path, &options).expect("the lock was released within the wait");
+    release.join().expect("the first store was dropped");
+}
+
+#[test]
+fn a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    drop(SledStore::open(&path).expect("opens"));
+    {
+        let db = raw_sled(&path);
+        let meta = db.open_tree("meta").expect("the meta tree");
+        let stored = meta.get(b"format").expect("reads").expect("the layout version is recorded");
+        let newer = u32::from_be_bytes(stored.as_ref().try_into().expect("4 bytes")) + 1;
+        meta.insert(b"format", &newer.to_be_bytes()).expect("writes");
+        db.flush().expect("flushes");
+    }
+    let refused = SledStore::open(&path);
+    let Err(StoreError::Corrupt(source)) = &refused else { panic!("a newer layout must be refused: {refused:?}") };
+    assert!(source.to_string().contains("newer"), "{source}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_user_counts_gets_them_at_open() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("techhub");
+    {
+        let store = SledStore::open(&path).expect("opens");
+        for (address, role) in [("root@example.com", Role::Admin), ("kim@example.com", Role::User)] {
+            let user = User::new(Email::parse(address).expect("valid"), "Someone", role, t0());
+            store.insert_user(user, vec![]).await.expect("insert works");
+        }
+    }
+    {
+        // What an older TechHub left: users, and no counts.
+        let db = raw_sled(&path);
+        db.open_tree("user_counts").expect("the counts tree").remove(b"user_counts").expect("removes");
+        db.flush().expect("flushes");
+    }
+    let store = SledStore::open(&path).expect("opens");
+    let counts = store.count_users().await.expect("counts");
+    assert_eq!((counts.total, counts.active, counts.admins), (2, 2, 1));
+}
+
+/// The directory opened with sled itself, once the store just dropped has let go of its lock (sled's own
+/// threads release it a moment after the drop).
+fn raw_sled(path: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(error) if Instant::now() < deadline => {
+                assert!(error.to_string().contains("could not acquire lock"), "{error}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => panic!("sled cannot open the directory: {error}"),
+        }
+    }
 }

@@ -5,11 +5,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{
     Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Job, LogLine, NewLogLine, OutcomeFilter, Page, PageRequest,
 };
-use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult};
+use techhub_core::storage::{BuildStore, Conflict, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
 use crate::rows::{micros, to_json};
-use crate::{Sql, SqliteStore, jobs, rows, start_after};
+use crate::{Sql, SqliteStore, jobs, rows};
 
 fn status_word(status: BuildStatus) -> StoreResult<String> {
     Ok(to_json(&status)?.trim_matches('"').to_owned())
@@ -111,7 +111,7 @@ impl BuildStore for SqliteStore {
     }
 
     async fn list_builds(&self, filter: &BuildFilter, page: &PageRequest) -> StoreResult<Page<Build>> {
-        let after = start_after(page)?;
+        let after = decisions::start_after(page)?;
         let filter = filter.clone();
         let limit = page.limit;
         self.engine

@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use techhub_core::storage::{StoreError, StoreResult};
@@ -88,15 +88,36 @@ fn configure(connection: &Connection, options: &SqliteOptions) -> rusqlite::Resu
     connection.pragma_update(None, "cache_size", -65_536)?;
     connection.pragma_update(None, "mmap_size", 1_073_741_824)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
+    // Deleted and overwritten content is zeroed, so a discarded payload or a revoked token does not linger in
+    // the file's free space.
+    connection.pragma_update(None, "secure_delete", "ON")?;
     Ok(())
+}
+
+/// Puts the database in WAL mode. Another process opening the same new file at once may hold the lock this
+/// needs for a moment, and SQLite answers that switch with "busy" without waiting (its busy handler is not
+/// asked), so it is tried again until the busy timeout has passed.
+fn switch_to_wal(connection: &Connection, busy_timeout: Duration) -> StoreResult<()> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        match connection.pragma_update(None, "journal_mode", "WAL") {
+            Err(error)
+                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result.map_err(sql_error),
+        }
+    }
 }
 
 impl Engine {
     /// Opens (creating if needed) the database at `path`, migrating it, with WAL and a reader pool.
     pub(crate) fn open(path: &Path, options: &SqliteOptions) -> StoreResult<Self> {
         let writer = Connection::open(path).map_err(sql_error)?;
-        writer.pragma_update(None, "journal_mode", "WAL").map_err(sql_error)?;
         configure(&writer, options).map_err(sql_error)?;
+        switch_to_wal(&writer, options.busy_timeout)?;
         schema::migrate(&writer)?;
         writer.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(sql_error)?;
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024).map_err(sql_error)?;

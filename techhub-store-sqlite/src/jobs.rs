@@ -13,11 +13,11 @@ use techhub_core::clock;
 use techhub_core::model::{
     Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
 };
-use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult};
+use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
 use crate::rows::{JOB_COLUMNS, micros, to_json};
-use crate::{Sql, SqliteStore, rows, start_after};
+use crate::{Sql, SqliteStore, rows};
 
 pub(crate) fn load_job(connection: &Connection, id: JobId) -> StoreResult<Option<Job>> {
     connection
@@ -224,7 +224,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
-        let after = start_after(page)?;
+        let after = decisions::start_after(page)?;
         let filter = filter.clone();
         let limit = page.limit;
         self.engine
@@ -389,14 +389,7 @@ impl JobStore for SqliteStore {
         self.engine
             .write(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
-                if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
-                    return Err(Conflict::InvalidState.into());
-                }
-                if let Some(key) = &job.unique_key
-                    && live_with_key(connection, key)?.is_some()
-                {
-                    return Err(Conflict::Duplicate.into());
-                }
+                decisions::check_retry(&job, |key| Ok::<_, StoreError>(live_with_key(connection, key)?.is_some()))??;
                 job.restart(now);
                 save(connection, &job)?;
                 Ok(job)
@@ -467,6 +460,23 @@ impl JobStore for SqliteStore {
                     )
                     .optional()
                     .sql()
+            })
+            .await
+    }
+
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        self.engine
+            .write(move |connection| {
+                let job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
+                if !job.state.is_finished() {
+                    return Err(Conflict::InvalidState.into());
+                }
+                connection
+                    .prepare_cached("UPDATE jobs SET payload = ?2 WHERE id = ?1")
+                    .sql()?
+                    .execute(params![id.as_bytes(), to_json(&Value::Null)?])
+                    .sql()?;
+                Ok(())
             })
             .await
     }

@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use engine::{Durability, SqliteOptions};
 use techhub_core::model::{TokenFamilyId, User, UserId};
-use techhub_core::storage::{Storage, StoreError, StoreResult};
+use techhub_core::storage::{Storage, StoreResult};
 
 /// TechHub storage in a SQLite database.
 pub struct SqliteStore {
@@ -110,8 +110,15 @@ impl Storage for SqliteStore {
         }))
     }
 
+    /// Probes what a request needs: a reader that reads a real table, and the writer taking the write lock
+    /// (its round opens `BEGIN IMMEDIATE`). A `SELECT 1` on a pooled reader would answer while every write
+    /// waits on a lock another process holds.
     async fn health(&self) -> StoreResult<()> {
-        self.engine.read(|connection| connection.cached_row("SELECT 1", [], |_| Ok(())).map_err(rows::corrupt)).await
+        let probe = |connection: &rusqlite::Connection| {
+            connection.cached_row("SELECT COUNT(*) FROM job_counts WHERE queue = ''", [], |_| Ok(())).sql()
+        };
+        self.engine.read(probe).await?;
+        self.engine.write(probe).await
     }
 }
 
@@ -152,7 +159,7 @@ pub(crate) trait Sql<T> {
 
 impl<T> Sql<T> for rusqlite::Result<T> {
     fn sql(self) -> StoreResult<T> {
-        self.map_err(rows::corrupt)
+        self.map_err(rows::store_error)
     }
 }
 
@@ -167,11 +174,6 @@ impl SqliteStore {
         self.sessions.invalidate();
         result
     }
-}
-
-/// The id to continue a listing after, or `InvalidInput` for a cursor this store did not issue.
-pub(crate) fn start_after(page: &techhub_core::model::PageRequest) -> StoreResult<Option<uuid::Uuid>> {
-    page.position().map_err(|error| StoreError::InvalidInput(error.message().to_owned()))
 }
 
 /// Escapes `LIKE` wildcards in user text, for `... LIKE ?1 ESCAPE '\'`.

@@ -5,11 +5,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{
     Channel, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page, PageRequest,
 };
-use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult};
+use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
 use crate::rows::to_json;
-use crate::{Sql, SqliteStore, rows, start_after};
+use crate::{Sql, SqliteStore, rows};
 
 fn word<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     Ok(to_json(value)?.trim_matches('"').to_owned())
@@ -86,7 +86,7 @@ impl NotificationStore for SqliteStore {
         filter: &NotificationFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Notification>> {
-        let after = start_after(page)?;
+        let after = decisions::start_after(page)?;
         let filter = *filter;
         let limit = page.limit;
         self.engine

@@ -63,8 +63,9 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(row: &Row<'_>, column: u
     serde_json::from_str(&text).map_err(|_| bad_column(column, "invalid JSON record"))
 }
 
-/// Reading a row failed: the data is not what this code wrote.
-pub(crate) fn corrupt(error: rusqlite::Error) -> StoreError {
+/// A failed rusqlite call as a store error: a value that does not convert is `Corrupt` (the data is not what
+/// this code wrote), a busy or locked database `Unavailable`, anything else a backend failure.
+pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
     match error {
         rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
             StoreError::corrupt(error)

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{Consumed, TokenFamilyId, TokenHash, TokenKind, TokenRecord, UserId};
-use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore};
+use techhub_core::storage::{Conflict, StoreResult, TokenSelector, TokenStore, decisions};
 
 use crate::CachedStatements;
 use crate::rows::{TOKEN_COLUMNS, micros};
@@ -75,25 +75,19 @@ impl TokenStore for SqliteStore {
     ) -> StoreResult<Option<Consumed>> {
         let hash = *hash;
         self.write_sessions(move |connection| {
-            let Some(mut record) =
-                load(connection, &hash)?.filter(|record| record.kind == kind && now < record.expires_at)
-            else {
-                return Ok(None);
-            };
-            if record.consumed_at.is_some() {
-                return Ok(Some(Consumed::Replayed(record)));
+            let decision = decisions::consume_token(load(connection, &hash)?, kind, now);
+            if let Some(Consumed::Fresh(record)) = &decision {
+                connection
+                    .cached_execute(
+                        "UPDATE tokens SET consumed_at = ?2 WHERE hash = ?1",
+                        params![hash.as_bytes(), record.consumed_at.map(micros)],
+                    )
+                    .sql()?;
+                if let Some(next) = replacement {
+                    insert(connection, &next)?;
+                }
             }
-            connection
-                .cached_execute(
-                    "UPDATE tokens SET consumed_at = ?2 WHERE hash = ?1",
-                    params![hash.as_bytes(), micros(now)],
-                )
-                .sql()?;
-            if let Some(next) = replacement {
-                insert(connection, &next)?;
-            }
-            record.consumed_at = Some(now);
-            Ok(Some(Consumed::Fresh(record)))
+            Ok(decision)
         })
         .await
     }

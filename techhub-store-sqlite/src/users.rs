@@ -3,12 +3,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserFilter, UserId};
-use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore};
+use techhub_core::model::{Email, Job, Page, PageRequest, Role, User, UserCounts, UserFilter, UserId};
+use techhub_core::storage::{Conflict, StoreError, StoreResult, UserStore, decisions};
 
 use crate::CachedStatements;
 use crate::rows::{USER_COLUMNS, micros};
-use crate::{Sql, SqliteStore, jobs, like_pattern, rows, start_after};
+use crate::{Sql, SqliteStore, jobs, like_pattern, rows};
 
 pub(crate) fn load_user(connection: &Connection, id: UserId) -> StoreResult<Option<User>> {
     connection
@@ -17,12 +17,8 @@ pub(crate) fn load_user(connection: &Connection, id: UserId) -> StoreResult<Opti
         .sql()
 }
 
-fn active_admins(connection: &Connection) -> StoreResult<i64> {
+fn active_admins(connection: &Connection) -> StoreResult<u64> {
     connection.cached_row("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1", [], |row| row.get(0)).sql()
-}
-
-fn is_active_admin(user: &User) -> bool {
-    user.active && user.role == Role::Admin
 }
 
 fn email_taken(connection: &Connection, email: &Email, other_than: UserId) -> StoreResult<bool> {
@@ -93,54 +89,43 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn update_user(&self, mut user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
+    async fn update_user(&self, user: User, expected_version: u64, follow_up: Vec<Job>) -> StoreResult<User> {
         self.write_sessions(move |connection| {
-                let stored = load_user(connection, user.id)?.ok_or(StoreError::NotFound)?;
-                if stored.version != expected_version {
-                    return Err(Conflict::VersionMismatch.into());
-                }
-                if stored.email != user.email && email_taken(connection, &user.email, user.id)? {
-                    return Err(Conflict::EmailTaken.into());
-                }
-                if is_active_admin(&stored) && !is_active_admin(&user) && active_admins(connection)? == 1 {
-                    return Err(Conflict::LastActiveAdmin.into());
-                }
-                user.version = expected_version + 1;
-                user.created_at = stored.created_at;
-                user.failed_logins = stored.failed_logins;
-                user.last_failed_login_at = stored.last_failed_login_at;
-                connection
-                    .cached_execute(
-                        "UPDATE users SET email = ?2, name = ?3, role = ?4, active = ?5, email_verified = ?6, version = ?7, \
-                         updated_at = ?8, password_hash = ?9 WHERE id = ?1",
-                        params![
-                            user.id.as_bytes(),
-                            user.email.as_str(),
-                            user.name,
-                            user.role.as_str(),
-                            user.active,
-                            user.email_verified,
-                            i64::try_from(user.version).unwrap_or(i64::MAX),
-                            micros(user.updated_at),
-                            user.password_hash.as_ref().map(|hash| hash.as_phc().to_owned()),
-                        ],
-                    )
-                    .sql()?;
-                jobs::insert_jobs(connection, follow_up)?;
-                Ok(user)
-            })
-            .await
+            let stored = load_user(connection, user.id)?.ok_or(StoreError::NotFound)?;
+            let user = decisions::merge_user_update(
+                &stored,
+                user,
+                expected_version,
+                |email, id| email_taken(connection, email, id),
+                || active_admins(connection),
+            )??;
+            connection
+                .cached_execute(
+                    "UPDATE users SET email = ?2, name = ?3, role = ?4, active = ?5, email_verified = ?6, version = ?7, \
+                     updated_at = ?8, password_hash = ?9 WHERE id = ?1",
+                    params![
+                        user.id.as_bytes(),
+                        user.email.as_str(),
+                        user.name,
+                        user.role.as_str(),
+                        user.active,
+                        user.email_verified,
+                        i64::try_from(user.version).unwrap_or(i64::MAX),
+                        micros(user.updated_at),
+                        user.password_hash.as_ref().map(|hash| hash.as_phc().to_owned()),
+                    ],
+                )
+                .sql()?;
+            jobs::insert_jobs(connection, follow_up)?;
+            Ok(user)
+        })
+        .await
     }
 
     async fn delete_user(&self, id: UserId, expected_version: Option<u64>) -> StoreResult<()> {
         self.write_sessions(move |connection| {
             let stored = load_user(connection, id)?.ok_or(StoreError::NotFound)?;
-            if expected_version.is_some_and(|version| version != stored.version) {
-                return Err(Conflict::VersionMismatch.into());
-            }
-            if is_active_admin(&stored) && active_admins(connection)? == 1 {
-                return Err(Conflict::LastActiveAdmin.into());
-            }
+            decisions::check_user_delete(&stored, expected_version, || active_admins(connection))??;
             connection.cached_execute("DELETE FROM tokens WHERE user_id = ?1", [id.as_bytes()]).sql()?;
             connection.cached_execute("DELETE FROM users WHERE id = ?1", [id.as_bytes()]).sql()?;
             Ok(())
@@ -177,8 +162,24 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn count_users(&self) -> StoreResult<UserCounts> {
+        // Answered from the (role, active) index alone: no user row is read.
+        self.engine
+            .read(|connection| {
+                connection
+                    .cached_row(
+                        "SELECT COUNT(*), COALESCE(SUM(active), 0), COALESCE(SUM(role = 'admin'), 0) FROM users \
+                         INDEXED BY users_active_admins",
+                        [],
+                        |row| Ok(UserCounts { total: row.get(0)?, active: row.get(1)?, admins: row.get(2)? }),
+                    )
+                    .sql()
+            })
+            .await
+    }
+
     async fn list_users(&self, filter: &UserFilter, page: &PageRequest) -> StoreResult<Page<User>> {
-        let after = start_after(page)?;
+        let after = decisions::start_after(page)?;
         let filter = filter.clone();
         let limit = page.limit;
         self.engine

@@ -3,6 +3,7 @@
 //! and SIGTERM (in-flight requests finish, running jobs get their grace period).
 
 mod build_settings;
+mod secret_file;
 mod settings;
 
 use std::net::SocketAddr;
@@ -42,6 +43,13 @@ async fn main() -> ExitCode {
     init_logging(&settings);
     match run(settings, builds).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting found unusable only at start (a store that cannot open, an admin address that belongs to
+        // someone else, an unsafe secret file) is a configuration error like any other: exit 2.
+        Err(error) if error.downcast_ref::<settings::SettingError>().is_some() => {
+            tracing::error!("{error}");
+            eprintln!("techhub-server: invalid configuration: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("techhub-server: {error}");
@@ -76,9 +84,8 @@ async fn run(settings: Settings, builds: BuildSettings) -> Result<(), Box<dyn st
         .config(config.clone())
         .jwt_keys(JwtKeys::new(SigningKey::hs256("server", secret.as_bytes())?));
     if let Some(url) = &settings.smtp_url {
-        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from).map_err(|error| {
-            settings::SettingError { variable: "TECHHUB_SMTP_URL", problem: error.message().to_owned() }
-        })?);
+        // Both the URL and the sender were checked with the settings.
+        builder = builder.notifier(SmtpNotifier::from_url(url, &config.email_from)?);
     }
     if builds.process_executor {
         builder = builder.build_executor(ProcessExecutor::new());
@@ -86,9 +93,16 @@ async fn run(settings: Settings, builds: BuildSettings) -> Result<(), Box<dyn st
     let hub = builder.build()?;
 
     if let Some((email, password)) = &settings.admin {
+        // The address and the password were checked with the settings; what is left is the account itself.
         let admin = hub.users().ensure_admin(email, password).await.map_err(|error| settings::SettingError {
             variable: "TECHHUB_ADMIN_EMAIL",
-            problem: format!("the admin could not be set up: {}", error.message()),
+            problem: match error.code() {
+                Some("admin_email_taken") => format!(
+                    "{email} belongs to an existing account that is not an admin, and TECHHUB_ADMIN_PASSWORD does \
+                     not sign in to it; refusing to promote it (choose another address, or promote it by hand)"
+                ),
+                _ => format!("the admin account could not be set up: {}", error.message()),
+            },
         })?;
         tracing::info!(admin = %admin.email, "admin account ready");
     }
@@ -103,6 +117,7 @@ async fn run(settings: Settings, builds: BuildSettings) -> Result<(), Box<dyn st
     let http = techhub_axum::HttpConfig {
         cors_origins: settings.cors_origins.clone(),
         auth_rate_limit_per_minute: settings.auth_rate_limit,
+        trusted_proxies: settings.trusted_proxies.clone(),
         ..techhub_axum::HttpConfig::default()
     };
     let app = techhub_axum::router(hub.clone(), http);
@@ -139,8 +154,9 @@ fn open_store(setting: &StoreSetting) -> Result<(DynStorage, Option<PathBuf>), B
 }
 
 /// The HS256 secret: from `TECHHUB_JWT_SECRET`, else from (or newly into) `techhub-jwt-secret` beside the
-/// data, readable by the owner only, so sessions survive restarts. A memory store gets a random one.
-fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, Box<dyn std::error::Error>> {
+/// data, readable by the owner only, so sessions survive restarts (an unsafe file stops the start, see
+/// `secret_file`). A memory store gets a random one.
+fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, settings::SettingError> {
     if let Some(secret) = &settings.jwt_secret {
         return Ok(secret.clone());
     }
@@ -153,30 +169,14 @@ fn jwt_secret(settings: &Settings, data_dir: Option<&Path>) -> Result<String, Bo
         tracing::warn!("TECHHUB_JWT_SECRET is not set: using a random secret; sessions end at restart");
         return Ok(fresh());
     };
-    let path = dir.join("techhub-jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_owned();
-        if existing.len() >= techhub_core::auth::MIN_SECRET_BYTES {
-            return Ok(existing);
-        }
+    let (secret, created) = secret_file::load_or_create(dir, fresh).map_err(|error| settings::SettingError {
+        variable: "TECHHUB_JWT_SECRET",
+        problem: format!("not set, and the secret file is unusable: {error}"),
+    })?;
+    if created {
+        tracing::warn!(path = %dir.join(secret_file::FILE_NAME).display(), "TECHHUB_JWT_SECRET is not set: generated a secret and saved it beside the data");
     }
-    let secret = fresh();
-    write_private(&path, &secret)?;
-    tracing::warn!(path = %path.display(), "TECHHUB_JWT_SECRET is not set: generated a secret and saved it beside the data");
     Ok(secret)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

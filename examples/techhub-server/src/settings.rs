@@ -1,9 +1,13 @@
-//! The server's configuration, read from the environment (API.md, "Example server configuration"). Any bad
+//! The server's configuration, read from the environment (docs/http-api.md, "The example server's environment"). Any bad
 //! value stops the server at start with a message naming the variable.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use techhub_core::auth::check_new_password;
+use techhub_core::model::Email;
+use techhub_core::notify::SmtpNotifier;
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,7 @@ pub(crate) struct Settings {
     pub(crate) cors_origins: Vec<String>,
     pub(crate) public_url: Option<String>,
     pub(crate) auth_rate_limit: u32,
+    pub(crate) trusted_proxies: Vec<techhub_axum::Cidr>,
     pub(crate) log_filter: String,
     pub(crate) log_format: LogFormat,
 }
@@ -54,6 +59,7 @@ impl fmt::Debug for Settings {
             .field("cors_origins", &self.cors_origins)
             .field("public_url", &self.public_url)
             .field("auth_rate_limit", &self.auth_rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +119,13 @@ impl Settings {
 
         let admin =
             match (get("TECHHUB_ADMIN_EMAIL"), lookup("TECHHUB_ADMIN_PASSWORD").filter(|value| !value.is_empty())) {
-                (Some(email), Some(password)) => Some((email, password)),
+                (Some(email), Some(password)) => {
+                    let parsed =
+                        Email::parse(&email).map_err(|error| invalid("TECHHUB_ADMIN_EMAIL", error.message()))?;
+                    check_new_password(&password, &parsed)
+                        .map_err(|error| invalid("TECHHUB_ADMIN_PASSWORD", error.message()))?;
+                    Some((email, password))
+                }
                 (None, None) => None,
                 (Some(_), None) => {
                     return Err(invalid("TECHHUB_ADMIN_PASSWORD", "is required with TECHHUB_ADMIN_EMAIL"));
@@ -123,8 +135,15 @@ impl Settings {
                 }
             };
 
-        let smtp_url = get("TECHHUB_SMTP_URL");
+        // The sender is checked whether or not mail goes out over SMTP: the outbox shows it too.
         let smtp_from = get("TECHHUB_SMTP_FROM");
+        if let Some(from) = &smtp_from {
+            SmtpNotifier::check_sender(from).map_err(|error| invalid("TECHHUB_SMTP_FROM", error.message()))?;
+        }
+        let smtp_url = get("TECHHUB_SMTP_URL");
+        if let Some(url) = &smtp_url {
+            SmtpNotifier::check_url(url).map_err(|error| invalid("TECHHUB_SMTP_URL", error.message()))?;
+        }
 
         let workers = match get("TECHHUB_WORKERS") {
             None => 4,
@@ -165,6 +184,8 @@ impl Settings {
             })?,
         };
 
+        let trusted_proxies = trusted_proxies(get("TECHHUB_TRUSTED_PROXIES").as_deref())?;
+
         let log_filter = get("TECHHUB_LOG").unwrap_or_else(|| "info".to_owned());
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|error| invalid("TECHHUB_LOG", format!("{log_filter:?}: {error}")))?;
@@ -185,10 +206,24 @@ impl Settings {
             cors_origins,
             public_url,
             auth_rate_limit,
+            trusted_proxies,
             log_filter,
             log_format,
         })
     }
+}
+
+/// `TECHHUB_TRUSTED_PROXIES`: comma-separated CIDRs (or single addresses) whose `X-Forwarded-For` is believed.
+fn trusted_proxies(value: Option<&str>) -> Result<Vec<techhub_axum::Cidr>, SettingError> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|cidr| !cidr.is_empty())
+        .map(|cidr| {
+            cidr.parse().map_err(|error: techhub_axum::CidrError| invalid("TECHHUB_TRUSTED_PROXIES", error.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -212,26 +247,56 @@ mod tests {
     }
 
     #[test]
-    fn each_bad_value_names_its_variable() {
-        let cases: &[(&str, &str)] = &[
-            ("TECHHUB_ADDR", "localhost"),
-            ("TECHHUB_STORE", "postgres://db"),
-            ("TECHHUB_JWT_SECRET", "short"),
-            ("TECHHUB_WORKERS", "0"),
-            ("TECHHUB_CORS_ORIGINS", "*"),
-            ("TECHHUB_PUBLIC_URL", "example.com"),
-            ("TECHHUB_AUTH_RATE_LIMIT", "-1"),
-            ("TECHHUB_LOG_FORMAT", "xml"),
-            ("TECHHUB_ADMIN_PASSWORD", ""),
+    fn each_bad_value_names_its_variable_and_what_is_wrong() {
+        let admin = |email: &'static str, password: &'static str| {
+            vec![("TECHHUB_ADMIN_EMAIL", email), ("TECHHUB_ADMIN_PASSWORD", password)]
+        };
+        // (the environment, the variable named, what the message says)
+        type Case = (Vec<(&'static str, &'static str)>, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (vec![("TECHHUB_ADDR", "localhost")], "TECHHUB_ADDR", "not an address"),
+            (vec![("TECHHUB_STORE", "mysql://db")], "TECHHUB_STORE", "expected sqlite:<file>"),
+            (vec![("TECHHUB_JWT_SECRET", "short")], "TECHHUB_JWT_SECRET", "at least 32 bytes"),
+            (vec![("TECHHUB_WORKERS", "0")], "TECHHUB_WORKERS", "from 1 to 1024"),
+            (vec![("TECHHUB_CORS_ORIGINS", "*")], "TECHHUB_CORS_ORIGINS", "not an origin"),
+            (vec![("TECHHUB_PUBLIC_URL", "example.com")], "TECHHUB_PUBLIC_URL", "not an http(s) URL"),
+            (vec![("TECHHUB_AUTH_RATE_LIMIT", "-1")], "TECHHUB_AUTH_RATE_LIMIT", "requests per minute"),
+            (vec![("TECHHUB_LOG", "info,[")], "TECHHUB_LOG", "info,["),
+            (vec![("TECHHUB_LOG_FORMAT", "xml")], "TECHHUB_LOG_FORMAT", "pretty or json"),
+            (
+                vec![("TECHHUB_TRUSTED_PROXIES", "10.0.0.0/8, not-a-network")],
+                "TECHHUB_TRUSTED_PROXIES",
+                "not-a-network",
+            ),
+            (vec![("TECHHUB_ADMIN_EMAIL", "admin@example.com")], "TECHHUB_ADMIN_PASSWORD", "is required"),
+            (vec![("TECHHUB_ADMIN_PASSWORD", "a long passphrase")], "TECHHUB_ADMIN_EMAIL", "is required"),
+            (admin("not an address", "a long passphrase"), "TECHHUB_ADMIN_EMAIL", "email"),
+            (admin("admin@example.com", "short"), "TECHHUB_ADMIN_PASSWORD", "at least"),
+            (vec![("TECHHUB_SMTP_FROM", "not a mailbox")], "TECHHUB_SMTP_FROM", "sender address"),
+            (
+                vec![("TECHHUB_SMTP_URL", "smtp://localhost:2525"), ("TECHHUB_SMTP_FROM", "<broken")],
+                "TECHHUB_SMTP_FROM",
+                "sender address",
+            ),
+            (vec![("TECHHUB_SMTP_URL", "ftp://mail.example.com")], "TECHHUB_SMTP_URL", "not a valid SMTP URL"),
         ];
-        for (variable, value) in cases {
-            let mut pairs = vec![(*variable, *value)];
-            if *variable == "TECHHUB_ADMIN_PASSWORD" {
-                pairs = vec![("TECHHUB_ADMIN_EMAIL", "admin@example.com")];
-            }
+        for (pairs, variable, says) in cases {
             let error = settings(&pairs).expect_err(variable);
-            assert_eq!(error.variable, *variable, "{error}");
+            assert_eq!(error.variable, variable, "{pairs:?} gave {error}");
+            assert!(error.problem.contains(says), "{pairs:?}: {error:?} should say {says:?}");
         }
+    }
+
+    #[test]
+    fn good_mail_and_admin_settings_pass() {
+        let good = settings(&[
+            ("TECHHUB_SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("TECHHUB_SMTP_FROM", "TechHub <ops@example.com>"),
+            ("TECHHUB_ADMIN_EMAIL", "admin@example.com"),
+            ("TECHHUB_ADMIN_PASSWORD", "a long passphrase"),
+        ])
+        .expect("valid");
+        assert_eq!(good.smtp_from.as_deref(), Some("TechHub <ops@example.com>"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::views::{TokenPairView, UserView};
 pub(crate) struct RegisterRequest {
     /// Email address.
     pub email: String,
-    /// Password: 8 to 1024 bytes, not the email address.
+    /// Password: at least 8 characters and at most 1024 bytes, not the email address, not a common password.
     pub password: String,
     /// Display name.
     #[serde(default)]

@@ -1,6 +1,6 @@
 //! `/api/v1/users/*`: the signed-in user, and user management (rights are checked by the core).
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -204,8 +204,12 @@ async fn import_users(
     State(state): State<AppState>,
     session: Authenticated,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
+    // Rights first: a non-admin must not make the server read (and buffer) up to 32 MiB.
+    if !session.actor().is_privileged() {
+        return Err(Error::forbidden("only admins may import users").into());
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let format = match media_type.as_str() {
@@ -219,6 +223,9 @@ async fn import_users(
             ));
         }
     };
+    let body = axum::body::to_bytes(body, state.config.import_body_limit)
+        .await
+        .map_err(|_| Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE))?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not UTF-8 text"))?;
     if format == TransferFormat::Json {

@@ -1,5 +1,8 @@
-//! The shared harness of the black-box suite: a real server on `127.0.0.1:0` over a memory store, an admin,
-//! accounts, a real HTTP client and a real WebSocket client, and assertions on problem responses.
+//! The shared harness of the black-box suite: a real server on `127.0.0.1:0`, an admin, accounts, a real HTTP
+//! client and a real WebSocket client, and assertions on problem responses.
+//!
+//! The store is a fresh memory store, or with `TECHHUB_TEST_STORE=sqlite` a SQLite file in a temporary
+//! directory (the default store of every real user): the test script runs the suite on both.
 
 #![allow(dead_code)]
 
@@ -21,6 +24,7 @@ use techhub_core::storage::DynStorage;
 use techhub_core::users::Registration;
 use techhub_core::{Config, TechHub};
 use techhub_store_memory::MemoryStore;
+use techhub_store_sqlite::SqliteStore;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -55,15 +59,24 @@ pub(crate) struct Options {
     pub(crate) clock: Option<ManualClock>,
     /// Whether to run workers (`default` and `email` queues) in the process.
     pub(crate) workers: bool,
-    /// The store (a fresh memory store by default).
+    /// The store (by default a fresh one of the kind `TECHHUB_TEST_STORE` names: `memory` or `sqlite`).
     pub(crate) store: Option<DynStorage>,
+    /// The hub's public URL ([`PUBLIC_URL`] by default).
+    pub(crate) public_url: Option<&'static str>,
     /// Whether module commands run here (a process executor, and workers on the `builds` queue).
     pub(crate) build_executor: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { http: HttpConfig::default(), clock: None, workers: true, store: None, build_executor: false }
+        Self {
+            http: HttpConfig::default(),
+            clock: None,
+            workers: true,
+            store: None,
+            public_url: None,
+            build_executor: false,
+        }
     }
 }
 
@@ -96,6 +109,8 @@ pub(crate) struct Server {
     pub(crate) admin: Account,
     workers: Option<WorkerHandle>,
     serving: tokio::task::JoinHandle<()>,
+    /// The directory of a SQLite store, removed with the server.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -111,7 +126,10 @@ pub(crate) async fn start() -> Server {
 
 /// A server with `options`.
 pub(crate) async fn start_with(options: Options) -> Server {
-    let store: DynStorage = options.store.clone().unwrap_or_else(|| Arc::new(MemoryStore::new()));
+    let (store, data) = match options.store.clone() {
+        Some(store) => (store, None),
+        None => fresh_store(),
+    };
     let outbox = OutboxNotifier::new();
     let mut auth = AuthConfig::default();
     // Cheap hashing: the rules are the same, only the cost differs.
@@ -119,7 +137,7 @@ pub(crate) async fn start_with(options: Options) -> Server {
     let mut builder = TechHub::builder()
         .shared_storage(store)
         .notifier(outbox.clone())
-        .config(Config::default().auth(auth).public_url(PUBLIC_URL))
+        .config(Config::default().auth(auth).public_url(options.public_url.unwrap_or(PUBLIC_URL)))
         .handler(ECHO, handler_fn(|ctx| async move { Ok(json!({ "echo": ctx.payload().clone() })) }))
         .handler(
             BLOCK,
@@ -164,7 +182,21 @@ pub(crate) async fn start_with(options: Options) -> Server {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.expect("serves");
     });
     let http = reqwest::Client::builder().no_proxy().build().expect("client");
-    Server { base: format!("http://{addr}"), addr, hub, outbox, http, admin, workers, serving }
+    Server { base: format!("http://{addr}"), addr, hub, outbox, http, admin, workers, serving, _data: data }
+}
+
+/// A fresh store of the kind `TECHHUB_TEST_STORE` names (`memory`, the default, or `sqlite`), with the
+/// directory a SQLite file lives in.
+fn fresh_store() -> (DynStorage, Option<tempfile::TempDir>) {
+    match std::env::var("TECHHUB_TEST_STORE").as_deref() {
+        Ok("sqlite") => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = SqliteStore::open(dir.path().join("techhub.db")).expect("the SQLite store opens");
+            (Arc::new(store), Some(dir))
+        }
+        Ok("memory") | Err(_) => (Arc::new(MemoryStore::new()), None),
+        Ok(other) => panic!("TECHHUB_TEST_STORE={other:?}: expected memory or sqlite"),
+    }
 }
 
 impl Server {

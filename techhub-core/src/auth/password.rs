@@ -20,6 +20,9 @@ pub(crate) enum Verified {
     Invalid,
 }
 
+/// The counter of argon2 computations, by `op` (`hash` or `verify`): what sign-ins and password changes cost.
+pub const PASSWORD_HASHES_METRIC: &str = "techhub_password_hashes_total";
+
 /// Hashes and verifies passwords. Hashing is CPU- and memory-heavy on purpose, so it never runs on an async
 /// worker thread, and a semaphore bounds how many run at once (and so the memory they take).
 #[derive(Debug)]
@@ -39,7 +42,7 @@ impl Passwords {
     pub(crate) async fn hash(&self, password: &str) -> Result<PasswordHash> {
         let params = self.params;
         let password = password.to_owned();
-        self.blocking(move || {
+        self.blocking("hash", move || {
             let salt = SaltString::generate(&mut OsRng);
             hasher(params)?
                 .hash_password(password.as_bytes(), &salt)
@@ -70,7 +73,7 @@ impl Passwords {
         };
         let password = password.to_owned();
         let matches = self
-            .blocking(move || {
+            .blocking("verify", move || {
                 let phc = Phc::new(target.as_phc()).map_err(|_| Error::internal("unreadable password hash"))?;
                 Ok(hasher(params)?.verify_password(password.as_bytes(), &phc).is_ok())
             })
@@ -97,8 +100,15 @@ impl Passwords {
             .await
     }
 
-    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    /// Runs one argon2 computation (`op`: `hash` or `verify`) on a blocking thread, counted in
+    /// [`PASSWORD_HASHES_METRIC`].
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let _permit = self.permits.acquire().await.map_err(|_| Error::internal("the hashing pool is closed"))?;
+        metrics::counter!(PASSWORD_HASHES_METRIC, "op" => op).increment(1);
         tokio::task::spawn_blocking(work).await.map_err(|_| Error::internal("a hashing task failed"))?
     }
 }

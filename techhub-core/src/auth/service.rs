@@ -51,6 +51,9 @@ pub struct Session {
     pub actor: Actor,
     /// The session (refresh-token family) the access token belongs to.
     pub session_id: TokenFamilyId,
+    /// When the access token expires (its `exp`, without the leeway): a long-lived connection authenticated
+    /// by it (a WebSocket) ends then.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One live session of a user.
@@ -76,6 +79,18 @@ fn invalid_credentials() -> Error {
     Error::unauthenticated("invalid email or password").with_code("invalid_credentials")
 }
 
+fn locked_out() -> Error {
+    Error::rate_limited("too many failed sign-ins; try again later").with_code("rate_limited")
+}
+
+/// The key failed sign-ins are counted under: the normalised address, or (bounded) what was typed.
+fn attempted_address(raw: &str, parsed: Option<&Email>) -> String {
+    match parsed {
+        Some(email) => email.as_str().to_owned(),
+        None => raw.trim().chars().take(320).collect::<String>().to_lowercase(),
+    }
+}
+
 fn invalid_token() -> Error {
     Error::unauthenticated("the token is invalid or has expired").with_code("token_invalid")
 }
@@ -86,34 +101,33 @@ impl AuthService {
     }
 
     /// Signs in. Unknown email, wrong password and disabled user give the same error after about the same
-    /// time (a dummy hash is checked when there is no real one). After `lockout_threshold` failures the account
-    /// is locked for a window that doubles with each further failure (capped): meanwhile even the right
-    /// password is refused with `RateLimited`. A success clears the count and upgrades an old hash.
+    /// time (a dummy hash is checked when there is no real one). After `lockout_threshold` failures the
+    /// attempted address is locked for a window that doubles with each further failure (capped): meanwhile
+    /// even the right password is refused with `RateLimited`, and an address no account has is refused alike,
+    /// so repeated guesses do not tell which addresses exist. Attempts during a lockout are not counted. A
+    /// success clears the count and upgrades an old hash.
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
         let hub = &self.hub;
         if password.len() > MAX_PASSWORD_BYTES {
             tracing::info!(outcome = "refused", "sign-in with an over-long password refused before hashing");
             return Err(invalid_credentials());
         }
-        let user = match Email::parse(email) {
-            Ok(email) => hub.storage().get_user_by_email(&email).await?,
-            Err(_) => None,
+        let parsed = Email::parse(email).ok();
+        let address = attempted_address(email, parsed.as_ref());
+        let user = match &parsed {
+            Some(email) => hub.storage().get_user_by_email(email).await?,
+            None => None,
         };
         let verified =
             hub.passwords().verify(password, user.as_ref().and_then(|user| user.password_hash.as_ref())).await?;
-        let Some(user) = user else {
-            tracing::info!(outcome = "unknown_email", "sign-in failed");
-            return Err(invalid_credentials());
-        };
         let now = hub.now();
-        if let Some(until) = self.locked_until(&user)
-            && now < until
-        {
-            tracing::warn!(user_id = %user.id, locked_until = %until, "sign-in refused: account locked");
-            return Err(Error::rate_limited("too many failed sign-ins; try again later").with_code("rate_limited"));
+        if let Some(until) = self.locked_until(&address, user.as_ref(), now) {
+            tracing::warn!(user_id = ?user.as_ref().map(|user| user.id), locked_until = %until, "sign-in refused: address locked");
+            return Err(locked_out());
         }
-        match verified {
-            Verified::Valid { needs_rehash } if user.active => {
+        match (user, verified) {
+            (Some(user), Verified::Valid { needs_rehash }) if user.active => {
+                hub.sign_in_throttle().clear(&address, now);
                 if user.failed_logins > 0 {
                     hub.storage().clear_login_failures(user.id).await?;
                 }
@@ -124,21 +138,36 @@ impl AuthService {
                 metrics::counter!("techhub_logins_total", "outcome" => "ok").increment(1);
                 self.start_session(user).await
             }
-            _ => {
-                let failures = hub.storage().record_login_failure(user.id, now).await?;
-                tracing::info!(user_id = %user.id, failures, active = user.active, outcome = "failed", "sign-in failed");
+            (user, _) => {
+                let failures = self.record_failure(&address, user.as_ref(), now);
+                tracing::info!(user_id = ?user.as_ref().map(|user| user.id), failures, outcome = "failed", "sign-in failed");
                 metrics::counter!("techhub_logins_total", "outcome" => "failed").increment(1);
                 Err(invalid_credentials())
             }
         }
     }
 
-    /// When the account's current lockout ends, if it is locked at all.
-    fn locked_until(&self, user: &User) -> Option<DateTime<Utc>> {
-        let config = &self.hub.config().auth;
-        let over = user.failed_logins.checked_sub(config.lockout_threshold)?;
-        let window = config.lockout_base.saturating_mul(1u32 << over.min(20)).min(config.lockout_cap);
-        user.last_failed_login_at.map(|at| clock::add(at, window))
+    /// When the lockout of `address` ends, if it is locked at `now`. The per-address table decides; for an
+    /// address it does not know yet (say, after a restart) the account's stored count is the starting point.
+    fn locked_until(&self, address: &str, user: Option<&User>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let stored = user.map(|user| (user.failed_logins, user.last_failed_login_at));
+        self.hub.sign_in_throttle().locked_until(&self.hub.config().auth, address, stored, now)
+    }
+
+    /// Counts a failed sign-in of `address`; for an account, the stored count is written in the background,
+    /// off the answer's path, so a known address answers as fast as an unknown one. Returns the count.
+    fn record_failure(&self, address: &str, user: Option<&User>, now: DateTime<Utc>) -> u32 {
+        let stored = user.map_or(0, |user| user.failed_logins);
+        let failures = self.hub.sign_in_throttle().record_failure(address, stored, now);
+        if let Some(user_id) = user.map(|user| user.id) {
+            let storage = self.hub.storage().clone();
+            tokio::spawn(async move {
+                if let Err(error) = storage.record_login_failure(user_id, now).await {
+                    tracing::warn!(%user_id, %error, "a failed sign-in could not be counted in storage");
+                }
+            });
+        }
+        failures
     }
 
     async fn upgrade_hash(&self, user: &User, password: &str) {
@@ -246,9 +275,12 @@ impl AuthService {
         let now = hub.now();
         let claims = hub.access_tokens().verify(access_token, now)?;
         match hub.storage().session_user(claims.sid, claims.sub, now).await? {
-            Some(user) if user.active => {
-                Ok(Session { actor: Actor::user(user.id, user.role), user, session_id: claims.sid })
-            }
+            Some(user) if user.active => Ok(Session {
+                actor: Actor::user(user.id, user.role),
+                user,
+                session_id: claims.sid,
+                expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            }),
             _ => Err(invalid_token()),
         }
     }
@@ -297,14 +329,20 @@ impl AuthService {
 
     /// Starts a password reset. Always answers the same, whether the address is known or not; for a known,
     /// active user it enqueues `email.password_reset`, which mints a single-use link (voiding older ones) and
-    /// mails it to the stored address.
+    /// mails it to the stored address. An account gets at most one such mail a minute and ten a day (more
+    /// requests are answered alike and send nothing), so nobody can flood an inbox or keep a link dead.
     pub async fn request_password_reset(&self, email: &str) -> Result<()> {
         let user = match Email::parse(email) {
             Ok(email) => self.hub.storage().get_user_by_email(&email).await?,
             Err(_) => None,
         };
         if let Some(user) = user.filter(|user| user.active) {
-            self.enqueue_user_email(kinds::PASSWORD_RESET, user.id, Some(format!("reset:{}", user.id))).await?;
+            let key = format!("reset:{}", user.id);
+            if !self.hub.mail_throttle().allow(&key, self.hub.now()) {
+                tracing::info!(user_id = %user.id, "password reset mail not sent: the account's mail limit is reached");
+                return Ok(());
+            }
+            self.enqueue_user_email(kinds::PASSWORD_RESET, user.id, Some(key)).await?;
         }
         Ok(())
     }
@@ -331,16 +369,26 @@ impl AuthService {
     }
 
     /// Changes the signed-in user's password: the current one is required (a wrong one counts as a failed
-    /// sign-in), the user's other sessions end, and a notice is mailed.
+    /// sign-in, and a locked account is refused with `RateLimited` as at sign-in), the user's other sessions
+    /// end, and a notice is mailed.
     pub async fn change_password(&self, session: &Session, current: &str, new_password: &str) -> Result<()> {
         let user = self.hub.storage().get_user(session.user.id).await?.ok_or_else(invalid_token)?;
         if current.len() > MAX_PASSWORD_BYTES {
             return Err(invalid_credentials());
         }
-        match self.hub.passwords().verify(current, user.password_hash.as_ref()).await? {
+        let address = user.email.as_str().to_owned();
+        let verified = self.hub.passwords().verify(current, user.password_hash.as_ref()).await?;
+        let now = self.hub.now();
+        // A locked account refuses a password change as it refuses a sign-in: a stolen access token must not
+        // let its holder keep guessing the password.
+        if self.locked_until(&address, Some(&user), now).is_some() {
+            tracing::warn!(user_id = %user.id, "password change refused: account locked");
+            return Err(locked_out());
+        }
+        match verified {
             Verified::Valid { .. } => {}
             Verified::Invalid => {
-                self.hub.storage().record_login_failure(user.id, self.hub.now()).await?;
+                self.record_failure(&address, Some(&user), now);
                 return Err(invalid_credentials());
             }
         }
@@ -374,12 +422,19 @@ impl AuthService {
         Ok(())
     }
 
-    /// Mails the user a fresh verification link (voiding older ones).
+    /// Mails the user a fresh verification link (voiding older ones): at most one a minute and ten a day per
+    /// account, more requests are `RateLimited`.
     pub async fn request_email_verification(&self, actor: &Actor, user_id: UserId) -> Result<()> {
         if !actor.may_access(Some(user_id)) {
             return Err(Error::not_found("no such user"));
         }
-        self.enqueue_user_email(kinds::VERIFY, user_id, Some(format!("verify:{user_id}"))).await
+        let key = format!("verify:{user_id}");
+        if !self.hub.mail_throttle().allow(&key, self.hub.now()) {
+            return Err(
+                Error::rate_limited("a verification mail was sent recently; try again later").with_code("rate_limited")
+            );
+        }
+        self.enqueue_user_email(kinds::VERIFY, user_id, Some(key)).await
     }
 
     /// Marks the address of the token's user as verified; the token is single use.

@@ -126,6 +126,9 @@ pub struct HandlerOptions {
     pub max_attempts: Option<u32>,
     /// How long one attempt may run (else the runtime's default).
     pub timeout: Option<Duration>,
+    /// Whether a job's payload is replaced with `null` once the job finished (succeeded, failed for good or
+    /// cancelled): for payloads holding user data that must not stay at rest (an import's rows).
+    pub discard_payload_when_finished: bool,
 }
 
 impl HandlerOptions {
@@ -148,6 +151,27 @@ impl HandlerOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// A job's payload is discarded once the job finished (see
+    /// [`HandlerOptions::discard_payload_when_finished`]).
+    #[must_use]
+    pub fn discard_payload_when_finished(mut self) -> Self {
+        self.discard_payload_when_finished = true;
+        self
+    }
+}
+
+/// Discards the payload of `job` if it finished and its handler asks for it; a failure is logged (the
+/// payload then stays until the job is pruned).
+pub(crate) async fn discard_finished_payload(hub: &crate::TechHub, job: &crate::model::Job) {
+    let wanted =
+        hub.handlers().get(&job.kind).is_some_and(|registered| registered.options.discard_payload_when_finished);
+    if !wanted || !job.state.is_finished() {
+        return;
+    }
+    if let Err(error) = hub.storage().discard_job_payload(job.id).await {
+        tracing::warn!(job_id = %job.id, %error, "discarding a finished job's payload failed");
     }
 }
 

@@ -111,7 +111,10 @@ impl JobService {
             if error.conflict().is_some() { Error::conflict("the job has already finished") } else { error.into() }
         })?;
         match job.state {
-            JobState::Cancelled => telemetry::job_event(&self.hub, EventKind::JobCancelled, &job),
+            JobState::Cancelled => {
+                super::handler::discard_finished_payload(&self.hub, &job).await;
+                telemetry::job_event(&self.hub, EventKind::JobCancelled, &job);
+            }
             _ => self.hub.signals().cancel_running(job.id),
         }
         Ok(job)

@@ -20,7 +20,7 @@ pub use job::{
 pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use token::{Consumed, TokenHash, TokenKind, TokenRecord};
-pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User};
+pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User, UserCounts};
 
 /// Which users to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -25,9 +25,15 @@ impl Email {
     /// Normalises and validates `raw`.
     ///
     /// Refuses: an empty local part or domain, more or fewer than one `@`, white space, control or
-    /// zero-width characters anywhere, and addresses longer than [`MAX_EMAIL_BYTES`] after normalising.
+    /// zero-width characters anywhere, and addresses longer than [`MAX_EMAIL_BYTES`] after normalising (an
+    /// input over four times that is refused before normalising).
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let invalid = |why: &str| Error::invalid_field("email", format!("not a valid email address: {why}"));
+        // Checked before normalising, which costs time and memory in proportion to the input (and may expand
+        // it): full-width letters shrink by at most 3 bytes to 1, so 4x the limit leaves room for them.
+        if raw.trim().len() > MAX_EMAIL_BYTES * 4 {
+            return Err(invalid("it is too long"));
+        }
         let folded: String = raw.trim().nfkc().collect::<String>().to_lowercase();
         // Lower-casing can leave a string that is no longer NFKC (e.g. U+0130 becomes i + U+0307); normalise again
         // so that the stored form is stable under a second normalisation.
@@ -207,6 +213,39 @@ impl User {
             password_hash: None,
             failed_logins: 0,
             last_failed_login_at: None,
+        }
+    }
+
+    /// Whether the user is an active admin: what the last-admin guard counts.
+    pub fn is_active_admin(&self) -> bool {
+        self.active && self.role == Role::Admin
+    }
+}
+
+/// How many users there are: kept by the store as users change, never counted by loading every user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserCounts {
+    /// Every user.
+    pub total: u64,
+    /// Users who may sign in.
+    pub active: u64,
+    /// Users with the admin role, active or not.
+    pub admins: u64,
+}
+
+impl UserCounts {
+    /// Follows a write that replaces `before` by `after` (`None`: absent; an insert has no `before`, a delete
+    /// no `after`).
+    pub fn follow(&mut self, before: Option<&User>, after: Option<&User>) {
+        for (user, add) in [(before, false), (after, true)] {
+            let Some(user) = user else { continue };
+            for (counter, counts) in
+                [(&mut self.total, true), (&mut self.active, user.active), (&mut self.admins, user.role == Role::Admin)]
+            {
+                if counts {
+                    *counter = if add { counter.saturating_add(1) } else { counter.saturating_sub(1) };
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{Message, Notifier, NotifyError};
@@ -22,16 +23,32 @@ impl SmtpNotifier {
     /// A notifier for the server at `url` (lettre's form: `smtp://host:25` plain, `smtp://host:587?tls=required`
     /// STARTTLS, `smtps://user:pass@host` implicit TLS) sending as `from` (`"App <no-reply@example.com>"`).
     pub fn from_url(url: &str, from: &str) -> Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            // The URL may hold a password: never echo it back.
-            .map_err(|_| Error::invalid_field("smtp_url", "not a valid SMTP URL (smtp://host:port, smtps://host)"))?
-            .timeout(Some(Duration::from_secs(30)))
-            .build();
-        let from = from
-            .parse::<Mailbox>()
-            .map_err(|error| Error::invalid_field("email_from", format!("not a valid sender address: {error}")))?;
-        Ok(Self { transport, from })
+        let transport = transport_builder(url)?.timeout(Some(Duration::from_secs(30))).build();
+        Ok(Self { transport, from: sender(from)? })
     }
+
+    /// Checks an SMTP URL as [`SmtpNotifier::from_url`] would, without building a transport (which needs a
+    /// running Tokio runtime): for settings checked before anything starts.
+    pub fn check_url(url: &str) -> Result<()> {
+        transport_builder(url).map(drop)
+    }
+
+    /// Checks a sender address (`ops@example.com` or `TechHub <ops@example.com>`) as [`SmtpNotifier::from_url`]
+    /// would, without building a transport: for settings checked before anything starts.
+    pub fn check_sender(from: &str) -> Result<()> {
+        sender(from).map(drop)
+    }
+}
+
+fn transport_builder(url: &str) -> Result<AsyncSmtpTransportBuilder> {
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        // The URL may hold a password: never echo it back.
+        .map_err(|_| Error::invalid_field("smtp_url", "not a valid SMTP URL (smtp://host:port, smtps://host)"))
+}
+
+fn sender(from: &str) -> Result<Mailbox> {
+    from.parse::<Mailbox>()
+        .map_err(|error| Error::invalid_field("email_from", format!("not a valid sender address: {error}")))
 }
 
 impl fmt::Debug for SmtpNotifier {

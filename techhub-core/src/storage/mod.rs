@@ -13,6 +13,7 @@
 //! same atomic write. A user is never created without its welcome email, and no job exists for a user whose
 //! insert failed.
 
+pub mod decisions;
 mod error;
 
 #[cfg(feature = "conformance")]
@@ -31,7 +32,7 @@ use crate::model::{
     Artifact, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job, JobFailure, JobFilter,
     JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount, NotificationFilter, NotificationId,
     OutcomeFilter, Page, PageRequest, Progress, QueueCounts, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User,
-    UserFilter, UserId, WorkerId,
+    UserCounts, UserFilter, UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -84,6 +85,11 @@ pub trait UserStore: Send + Sync {
     /// Resets the failure count after a successful sign-in. The version does not change. A missing user is
     /// `NotFound`.
     async fn clear_login_failures(&self, id: UserId) -> StoreResult<()>;
+
+    /// How many users there are (all, active, admins), without loading them.
+    ///
+    /// The counts follow every insert, update and delete at once.
+    async fn count_users(&self) -> StoreResult<UserCounts>;
 
     /// A page of users passing `filter`, in id order.
     ///
@@ -156,7 +162,9 @@ pub trait JobStore: Send + Sync {
     ///
     /// - If the job has a `unique_key` and a queued or running job has that key, returns that job and
     ///   stores nothing. Of concurrent enqueues with one key exactly one job is stored.
-    /// - A job whose id exists fails with [`Conflict::Duplicate`].
+    /// - Otherwise a job whose id exists fails with [`Conflict::Duplicate`]. The key is asked first: enqueueing
+    ///   again a job whose key is still live returns the live job, whatever its id (a retried request is
+    ///   answered, not refused).
     ///
     /// Returns the stored (or existing) job.
     async fn enqueue(&self, job: Job) -> StoreResult<Job>;
@@ -247,6 +255,13 @@ pub trait JobStore: Send + Sync {
 
     /// The artifact of job `id`, if it has one.
     async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>>;
+
+    /// Replaces the payload of a finished job with `null` (a payload that held user data, once no attempt can
+    /// need it). Everything else about the job stays.
+    ///
+    /// - A queued or running job fails with [`Conflict::InvalidState`] and keeps its payload.
+    /// - A missing job fails with [`StoreError::NotFound`].
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()>;
 
     /// Deletes finished jobs in `states` that finished before `finished_before`, with their artifacts, and
     /// returns how many. Unfinished states in `states` are ignored: a queued or running job is never pruned.

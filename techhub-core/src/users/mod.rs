@@ -13,7 +13,7 @@ pub use self::transfer::{ImportReport, ImportRow, RowError, TransferFormat};
 use crate::actor::Actor;
 use crate::auth::check_new_password;
 use crate::events::EventKind;
-use crate::model::{Email, Job, NewJob, Page, PageRequest, Role, User, UserFilter, UserId};
+use crate::model::{Email, Job, NewJob, Page, PageRequest, Role, TokenKind, User, UserFilter, UserId};
 use crate::notify::kinds;
 use crate::storage::{Conflict, StoreError, TokenSelector};
 use crate::{Error, Result, TechHub};
@@ -124,13 +124,25 @@ impl UserService {
         Ok(stored)
     }
 
-    /// Creates the admin `email` with `password`, or makes the existing user with that address an active admin
-    /// (its password is kept). For bootstrapping a deployment.
+    /// Creates the admin `email` with `password` when no account has that address; keeps an existing active
+    /// admin as it is (its password untouched). An existing account that is not an active admin is promoted
+    /// only if `password` verifies against its own: bootstrapping must not hand admin rights over an account
+    /// someone else registered. Otherwise it fails with a `Conflict` with code `admin_email_taken` and changes
+    /// nothing. For bootstrapping a deployment.
     pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<User> {
         let email = Email::parse(email)?;
         if let Some(existing) = self.hub.storage().get_user_by_email(&email).await? {
             if existing.role == Role::Admin && existing.active {
                 return Ok(existing);
+            }
+            let verified = self.hub.passwords().verify(password, existing.password_hash.as_ref()).await?;
+            if !matches!(verified, crate::auth::password::Verified::Valid { .. }) {
+                tracing::warn!(user_id = %existing.id, "refusing to promote an existing account whose password does not match");
+                return Err(Error::conflict(
+                    "an account with this address exists and is not an admin; the configured password does not \
+                     match it, so it is not promoted",
+                )
+                .with_code("admin_email_taken"));
             }
             return self
                 .modify(existing.id, |user| {
@@ -165,7 +177,8 @@ impl UserService {
 
     /// Applies `patch` to user `id`, optionally only if its version is still `expected_version` (else a
     /// `Conflict` with code `version_mismatch`). Users may change only their own name; anything else is
-    /// `Forbidden` and changes nothing. Disabling a user ends its sessions at once.
+    /// `Forbidden` and changes nothing. Disabling a user ends its sessions at once. A new email address is
+    /// unverified, and every reset or verification link issued before the change stops working.
     pub async fn update(
         &self,
         actor: &Actor,
@@ -181,32 +194,49 @@ impl UserService {
             return Err(user_conflict(StoreError::Conflict(Conflict::VersionMismatch)));
         }
         let version = user.version;
-        let mut follow_up = Vec::new();
         if let Some(name) = &patch.name {
             user.name = clean_name(Some(name))?;
         }
+        let mut email_changed = false;
         if let Some(email) = &patch.email {
             let email = Email::parse(email)?;
             if email != user.email {
                 user.email = email;
                 user.email_verified = false;
-                follow_up.push(
-                    self.hub.jobs().prepare(&Actor::System, NewJob::new(kinds::VERIFY, json!({ "user_id": id })))?,
-                );
+                email_changed = true;
             }
         }
         let disabling = patch.active == Some(false) && user.active;
         user.role = patch.role.unwrap_or(user.role);
         user.active = patch.active.unwrap_or(user.active);
         user.updated_at = self.hub.now();
-        let stored = self.hub.storage().update_user(user, version, follow_up.clone()).await.map_err(user_conflict)?;
-        self.hub.jobs().announce(&follow_up);
+        let stored = self.hub.storage().update_user(user, version, vec![]).await.map_err(user_conflict)?;
         if disabling {
             let sessions = TokenSelector::User { user_id: id, kind: None, except_family: None };
             self.hub.storage().revoke_tokens(sessions).await?;
         }
+        if email_changed {
+            self.void_links_of_old_address(id).await?;
+        }
         self.publish(EventKind::UserUpdated, &stored);
         Ok(stored)
+    }
+
+    /// After an email change: voids every reset and verification link (they went to the old address, and a
+    /// verification link would otherwise confirm the new one), then mails the new address a verification
+    /// link. In that order, so the new link is never voided: a mail job that runs meanwhile reads the new
+    /// address. (The verification mail is enqueued after the change rather than with it; should that fail,
+    /// the user asks for another.)
+    async fn void_links_of_old_address(&self, user_id: UserId) -> Result<()> {
+        let storage = self.hub.storage();
+        for kind in [TokenKind::PasswordReset, TokenKind::EmailVerify] {
+            storage.revoke_tokens(TokenSelector::User { user_id, kind: Some(kind), except_family: None }).await?;
+        }
+        let verify = NewJob::new(kinds::VERIFY, json!({ "user_id": user_id })).unique_key(format!("verify:{user_id}"));
+        if let Err(error) = self.hub.jobs().enqueue(&Actor::System, verify).await {
+            tracing::warn!(%user_id, %error, "the new address's verification mail could not be enqueued");
+        }
+        Ok(())
     }
 
     /// Deletes a user (an admin, or the user itself), ending its sessions in the same write. The last active
@@ -219,13 +249,18 @@ impl UserService {
         Ok(())
     }
 
-    /// Enqueues an import of users (admins only); the job's result is an [`ImportReport`].
+    /// Enqueues an import of users (admins only); the job's result is an [`ImportReport`]. The file is parsed
+    /// and its passwords hashed (and checked against the password rules) before the job is stored, so no
+    /// plaintext password is ever written; a file of the wrong shape is `InvalidInput` and stores nothing.
+    /// The job's payload is discarded when it finishes.
     pub async fn import(&self, actor: &Actor, format: TransferFormat, data: String) -> Result<Job> {
         if !actor.is_privileged() {
             return Err(Error::forbidden("only admins may import users"));
         }
-        let spec = NewJob::new(transfer::IMPORT, json!({ "format": format, "data": data }));
-        self.hub.jobs().enqueue(actor, spec).await
+        let payload = transfer::prepare_import(&self.hub, format, data).await?;
+        let payload = serde_json::to_value(payload)
+            .map_err(|error| Error::internal(format!("an import could not be stored: {error}")))?;
+        self.hub.jobs().enqueue(actor, NewJob::new(transfer::IMPORT, payload)).await
     }
 
     /// Enqueues an export of every user (admins only); the file is the job's artifact. Never includes hashes.

@@ -120,6 +120,7 @@ impl Maintenance {
             tracing::warn!(job_id = %job.id, queue = %job.queue, attempt = job.attempt, "lease expired; job rescued");
             metrics::counter!(names::RESCUED, "queue" => job.queue.clone()).increment(1);
             let kind = if job.state == JobState::Queued { EventKind::JobRescued } else { EventKind::JobFailed };
+            crate::jobs::handler::discard_finished_payload(hub, job).await;
             telemetry::job_event(hub, kind, job);
         }
         if !rescued.is_empty() {
@@ -146,20 +147,22 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Prunes finished jobs past their retention, and expired tokens.
+    /// Prunes expired tokens, and finished jobs past their retention (when there is one).
     async fn prune(&self, hub: &TechHub) -> Result<()> {
-        let Some(retention) = self.retention else { return Ok(()) };
         let now = hub.now();
         let storage = hub.storage();
-        let mut pruned = 0;
-        for (states, keep) in [
-            (&[JobState::Succeeded][..], retention.succeeded),
-            (&[JobState::Cancelled][..], retention.cancelled),
-            (&[JobState::Failed][..], retention.failed),
-        ] {
-            pruned += storage.prune_jobs(states, clock::sub(now, keep)).await?;
-        }
+        // Tokens go whatever the job retention: turning job pruning off must not keep dead tokens forever.
         let tokens = storage.prune_tokens(now).await?;
+        let mut pruned = 0;
+        if let Some(retention) = self.retention {
+            for (states, keep) in [
+                (&[JobState::Succeeded][..], retention.succeeded),
+                (&[JobState::Cancelled][..], retention.cancelled),
+                (&[JobState::Failed][..], retention.failed),
+            ] {
+                pruned += storage.prune_jobs(states, clock::sub(now, keep)).await?;
+            }
+        }
         if pruned + tokens > 0 {
             tracing::info!(jobs = pruned, tokens, "pruned finished jobs and expired tokens");
         }

@@ -278,6 +278,7 @@ impl Worker {
             }
             (Ending::Done(value), _) => {
                 let settled = storage.complete(lease, value, ctx.take_artifact(), now).await;
+                self.discard_payload(&settled).await;
                 self.report(settled, "succeeded", Some(EventKind::JobSucceeded), started);
             }
             (Ending::Panicked(message), _) => {
@@ -286,6 +287,7 @@ impl Worker {
             (Ending::Failed(error), None) => self.fail(lease, job, error, started).await,
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Cancelled)) => {
                 let settled = storage.acknowledge_cancel(lease, now).await;
+                self.discard_payload(&settled).await;
                 self.report(settled, "cancelled", Some(EventKind::JobCancelled), started);
             }
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::TimedOut)) => {
@@ -310,11 +312,19 @@ impl Worker {
         };
         let settled =
             self.hub.storage().fail(lease, JobFailure { error: error.to_string(), retry }, self.hub.now()).await;
+        self.discard_payload(&settled).await;
         match settled {
             Ok(job) if job.state == JobState::Queued => {
                 self.report(Ok(job), "retrying", Some(EventKind::JobRetrying), started)
             }
             other => self.report(other, "failed", Some(EventKind::JobFailed), started),
+        }
+    }
+
+    /// Discards a finished job's payload when its handler asks for it.
+    async fn discard_payload(&self, settled: &Result<Job, StoreError>) {
+        if let Ok(job) = settled {
+            crate::jobs::handler::discard_finished_payload(&self.hub, job).await;
         }
     }
 

@@ -291,6 +291,28 @@ pub async fn jobs_unique_key_deduplicates_while_live(store: DynStorage) {
     assert_eq!(all_jobs(&store).await.len(), 2);
 }
 
+/// The unique key is asked before the id: enqueueing again a job whose key is live returns the live job (even
+/// with an id that exists), while a job without a live key and with an existing id is a `Duplicate`.
+pub async fn jobs_enqueue_asks_the_unique_key_before_the_id(store: DynStorage) {
+    let keyed = spec(NewJob::new("report", json!({})).unique_key("report:2030-02"));
+    let stored = store.enqueue(keyed.clone()).await.expect("enqueue works");
+    assert_eq!(store.enqueue(keyed.clone()).await.expect("the live job is returned"), stored);
+    assert_eq!(store.enqueue_many(vec![keyed.clone()]).await.expect("the live job is returned"), vec![stored.clone()]);
+
+    // Another job's id with a live key: the key holder answers, nothing is stored.
+    let plain = store.enqueue(job("plain")).await.expect("enqueue works");
+    let borrowed_id = Job { id: plain.id, ..spec(NewJob::new("report", json!({})).unique_key("report:2030-02")) };
+    assert_eq!(store.enqueue(borrowed_id).await.expect("the live job is returned").id, stored.id);
+    // Without a live key, an existing id is refused.
+    assert_eq!(conflict(store.enqueue(plain.clone()).await), Conflict::Duplicate);
+    // Once the keyed job finished, its key is free and the id alone decides.
+    let lease = claim(&store, "default", "w", t0()).await.lease().expect("running");
+    assert_eq!(lease.job_id, stored.id, "the older job is claimed first");
+    store.complete(&lease, json!({}), None, at(1)).await.expect("complete works");
+    assert_eq!(conflict(store.enqueue(keyed).await), Conflict::Duplicate);
+    assert_eq!(all_jobs(&store).await.len(), 2);
+}
+
 /// Of 16 concurrent enqueues with one unique key exactly one job is stored, and all get it.
 pub async fn jobs_unique_key_concurrent_enqueues_store_one(store: DynStorage) {
     let mut tasks = JoinSet::new();
@@ -443,6 +465,28 @@ pub async fn jobs_list_filters_and_cursor(store: DynStorage) {
     );
 }
 
+/// A cancelled job can be retried; a succeeded one cannot; nor can a job whose unique key another live job
+/// holds (`Duplicate`), which stays as it was.
+pub async fn jobs_retry_of_cancelled_succeeded_and_key_held(store: DynStorage) {
+    let cancelled = store.enqueue(job("cancel_me")).await.expect("enqueue works");
+    store.cancel(cancelled.id, at(1)).await.expect("cancel works");
+    let retried = store.retry(cancelled.id, at(2)).await.expect("a cancelled job can be retried");
+    assert_eq!((retried.state, retried.attempt, retried.run_at), (JobState::Queued, 0, at(2)));
+
+    let done = claim(&store, "default", "w", at(2)).await.lease().expect("running");
+    store.complete(&done, json!({}), None, at(3)).await.expect("complete works");
+    assert_eq!(conflict(store.retry(cancelled.id, at(4)).await), Conflict::InvalidState);
+    assert_eq!(get(&store, cancelled.id).await.state, JobState::Succeeded);
+
+    let keyed = |kind: &str| spec(NewJob::new(kind, json!({})).unique_key("nightly"));
+    let first = store.enqueue(keyed("first")).await.expect("enqueue works");
+    store.cancel(first.id, at(5)).await.expect("cancel works");
+    let second = store.enqueue(keyed("second")).await.expect("the key is free once the first is cancelled");
+    assert_ne!(second.id, first.id);
+    assert_eq!(conflict(store.retry(first.id, at(6)).await), Conflict::Duplicate);
+    assert_eq!(get(&store, first.id).await.state, JobState::Cancelled);
+}
+
 /// Retrying a failed or cancelled job queues it with a fresh attempt budget; other states are refused.
 pub async fn jobs_retry_gives_failed_job_fresh_budget(store: DynStorage) {
     let new = spec(NewJob::new("retry_me", json!({})).max_attempts(1).unique_key("only-one"));
@@ -461,4 +505,20 @@ pub async fn jobs_retry_gives_failed_job_fresh_budget(store: DynStorage) {
     assert_eq!(store.enqueue(spec(NewJob::new("dup", json!({})).unique_key("only-one"))).await.expect("ok").id, new.id);
     assert_eq!(claim(&store, "default", "w", at(5)).await.attempt, 1);
     assert!(matches!(store.retry(JobId::new(), at(5)).await, Err(StoreError::NotFound)));
+}
+
+/// Discarding a payload clears it on a finished job only, keeping the rest; unfinished jobs keep theirs.
+pub async fn jobs_discard_payload_only_when_finished(store: DynStorage) {
+    let queued = store.enqueue(job("users.import")).await.expect("enqueued");
+    assert_eq!(conflict(store.discard_job_payload(queued.id).await), Conflict::InvalidState);
+    assert_eq!(get(&store, queued.id).await.payload, queued.payload);
+    let running = claim(&store, &queued.queue, "w1", t0()).await;
+    assert_eq!(conflict(store.discard_job_payload(running.id).await), Conflict::InvalidState);
+    let lease = running.lease().expect("leased");
+    let done = store.complete(&lease, json!({ "created": 1 }), None, at(1)).await.expect("completed");
+    store.discard_job_payload(done.id).await.expect("discarded");
+    let after = get(&store, done.id).await;
+    assert_eq!(after.payload, serde_json::Value::Null);
+    assert_eq!(Job { payload: serde_json::Value::Null, ..done.clone() }, after, "nothing else changed");
+    assert!(matches!(store.discard_job_payload(JobId::new()).await, Err(StoreError::NotFound)));
 }

@@ -4,10 +4,10 @@ use std::collections::HashSet;
 
 use tokio::task::JoinSet;
 
-use super::fixtures::{admin, all_jobs, at, conflict, email, job, t0, user};
+use super::fixtures::{admin, all_jobs, at, conflict, email, job, spec, t0, user};
 use crate::model::{
-    Cursor, NewJob, PageRequest, PasswordHash, Role, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User,
-    UserFilter, UserId,
+    Build, BuildFilter, Channel, Cursor, Module, NewJob, Notification, PageRequest, PasswordHash, Role, TokenFamilyId,
+    TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId,
 };
 use crate::storage::{Conflict, DynStorage, StoreError};
 
@@ -144,6 +144,27 @@ pub async fn users_delete_ends_sessions_and_frees_email(store: DynStorage) {
     store.insert_user(user("gone@example.com"), vec![]).await.expect("the email is free again");
 }
 
+/// Deleting a user keeps the jobs and builds it created and the notifications sent to it.
+pub async fn users_delete_keeps_jobs_builds_and_notifications(store: DynStorage) {
+    let gone = store.insert_user(user("leaver@example.com"), vec![job("email.welcome")]).await.expect("insert");
+    let export = spec(NewJob::new("users.export", serde_json::json!({})).created_by(gone.id));
+    store.enqueue(export.clone()).await.expect("enqueue works");
+    let mut build = Build::new("web", "main", vec![Module::new("compile")], t0());
+    build.created_by = Some(gone.id);
+    store.insert_builds(vec![build.clone()], vec![]).await.expect("insert works");
+    let mail = Notification::new(Channel::Email, "leaver@example.com", "Bye", "Farewell", t0());
+    store.insert_notification(mail.clone()).await.expect("insert works");
+
+    store.delete_user(gone.id, None).await.expect("delete works");
+
+    assert_eq!(all_jobs(&store).await.len(), 2, "the user's jobs went with it");
+    assert_eq!(store.get_job(export.id).await.expect("get works").and_then(|job| job.created_by), Some(gone.id));
+    assert_eq!(store.get_build(build.id).await.expect("get works").and_then(|build| build.created_by), Some(gone.id));
+    let mine = BuildFilter { created_by: Some(gone.id), ..Default::default() };
+    assert_eq!(store.list_builds(&mine, &PageRequest::first(10)).await.expect("list works").items.len(), 1);
+    assert!(store.get_notification(mail.id).await.expect("get works").is_some());
+}
+
 /// Delete with an expected version refuses a stale one.
 pub async fn users_delete_checks_expected_version(store: DynStorage) {
     let stored = store.insert_user(user("del@example.com"), vec![]).await.expect("insert works");
@@ -185,6 +206,45 @@ pub async fn users_cursor_listing_never_skips_or_repeats_during_inserts(store: D
     assert!(before.is_subset(&seen), "a user that existed before listing was skipped");
 }
 
+/// Cursor listing never skips nor repeats a user while others are deleted concurrently: every user that
+/// lives through the whole listing is seen exactly once.
+pub async fn users_cursor_listing_never_skips_or_repeats_during_deletes(store: DynStorage) {
+    let mut kept = HashSet::new();
+    let mut doomed = Vec::new();
+    for n in 0..120 {
+        let stored = store.insert_user(user(&format!("user{n}@example.com")), vec![]).await.expect("insert").id;
+        if n % 2 == 0 {
+            doomed.push(stored);
+        } else {
+            kept.insert(stored);
+        }
+    }
+    let deleter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for id in doomed {
+                store.delete_user(id, None).await.expect("delete works");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut seen: Vec<UserId> = Vec::new();
+    let mut page = PageRequest::first(7);
+    loop {
+        let batch = store.list_users(&UserFilter::default(), &page).await.expect("list works");
+        seen.extend(batch.items.iter().map(|user| user.id));
+        tokio::task::yield_now().await;
+        match batch.next_cursor {
+            Some(cursor) => page = PageRequest::after(cursor, 7),
+            None => break,
+        }
+    }
+    deleter.await.expect("deleter finished");
+    assert!(seen.windows(2).all(|pair| pair[0] < pair[1]), "a user repeated or the order broke");
+    let seen: HashSet<UserId> = seen.into_iter().collect();
+    assert!(kept.is_subset(&seen), "a user that was never deleted was skipped");
+}
+
 /// Listing filters by role, active and a case-insensitive substring of email or name.
 pub async fn users_list_filters_by_role_active_and_substring(store: DynStorage) {
     let mut named = user("grace@navy.example");
@@ -209,6 +269,35 @@ pub async fn users_list_filters_by_role_active_and_substring(store: DynStorage) 
     assert_eq!(emails(UserFilter { query: Some("%".into()), ..Default::default() }).await, Vec::<String>::new());
     assert_eq!(emails(UserFilter { query: Some("_".into()), ..Default::default() }).await, Vec::<String>::new());
     assert_eq!(emails(UserFilter::default()).await.len(), 3);
+}
+
+/// User counts (all, active, admins) follow inserts, updates and deletes, refused writes changing nothing.
+pub async fn users_counts_follow_every_write(store: DynStorage) {
+    let counts = |total, active, admins| UserCounts { total, active, admins };
+    assert_eq!(store.count_users().await.expect("counts"), counts(0, 0, 0));
+    let root = store.insert_user(admin("root@example.com"), vec![]).await.expect("insert works");
+    let kim = store.insert_user(user("kim@example.com"), vec![]).await.expect("insert works");
+    let mut off = user("off@example.com");
+    off.active = false;
+    let off = store.insert_user(off, vec![]).await.expect("insert works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 2, 1));
+    let _ = conflict(store.insert_user(user("KIM@example.com"), vec![]).await);
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 2, 1), "a refused insert counted");
+
+    let kim = store.update_user(User { role: Role::Admin, ..kim.clone() }, kim.version, vec![]).await.expect("ok");
+    store.update_user(User { active: true, ..off.clone() }, off.version, vec![]).await.expect("update works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 3, 2));
+    let stale = store.update_user(User { active: false, ..off.clone() }, off.version, vec![]).await;
+    assert_eq!(conflict(stale), Conflict::VersionMismatch);
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 3, 2), "a refused update counted");
+
+    store.update_user(User { active: false, ..kim.clone() }, kim.version, vec![]).await.expect("update works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(3, 2, 2), "a disabled admin is still an admin");
+    store.delete_user(kim.id, None).await.expect("delete works");
+    store.delete_user(off.id, None).await.expect("delete works");
+    assert_eq!(store.count_users().await.expect("counts"), counts(1, 1, 1));
+    assert_eq!(conflict(store.delete_user(root.id, None).await), Conflict::LastActiveAdmin);
+    assert_eq!(store.count_users().await.expect("counts"), counts(1, 1, 1));
 }
 
 /// A cursor the store did not issue is `InvalidInput`.
@@ -244,9 +333,14 @@ pub async fn users_update_with_follow_up_jobs_is_atomic(store: DynStorage) {
     store.update_user(changed.clone(), stored.version, vec![notice.clone()]).await.expect("update works");
     assert_eq!(all_jobs(&store).await.into_iter().map(|job| job.id).collect::<Vec<_>>(), [notice.id]);
 
-    let duplicate_job = store.update_user(changed, stored.version + 1, vec![notice]).await;
+    let duplicate_job = store.update_user(changed.clone(), stored.version + 1, vec![notice]).await;
     assert_eq!(conflict(duplicate_job), Conflict::Duplicate);
     assert_eq!(store.get_user(stored.id).await.expect("get works").map(|user| user.version), Some(2));
+
+    // A stale version refuses the update, and its (otherwise valid) follow-up job is not stored either.
+    let stale = store.update_user(changed, stored.version, vec![job("email.notice")]).await;
+    assert_eq!(conflict(stale), Conflict::VersionMismatch);
+    assert_eq!(all_jobs(&store).await.len(), 1, "a refused update left a follow-up job behind");
 }
 
 /// Login failures are counted atomically (none lost under concurrency), cleared on success, kept by updates,

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every test of the repository: the README's test command and what CI runs.
+#   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
+#   2. the HTTP black-box suite again on SQLite files, the default store of every real user.
+# Extra arguments go to both cargo runs (for example --locked).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace "$@"
+TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
