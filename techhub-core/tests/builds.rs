@@ -187,6 +187,17 @@ async fn a_module_past_its_timeout_is_stopped_and_timed_out() {
     assert_eq!(status(&build, "other"), ModuleStatus::Succeeded);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_past_its_own_timeout_ends_timed_out() {
+    let (hub, _workers) = running_hub(build_config());
+    let mut spec = NewBuild::new("web", vec![module("slow", "sleep 30"), module("after", "true").depends_on(["slow"])]);
+    spec.timeout_s = Some(1);
+    let build = finished(&hub, hub.builds().create(&SYSTEM, spec).await.expect("created").id).await;
+    assert_eq!(build.status, BuildStatus::TimedOut);
+    assert_eq!((status(&build, "slow"), status(&build, "after")), (ModuleStatus::TimedOut, ModuleStatus::Skipped));
+    assert!(build.duration_ms().is_some_and(|ms| ms >= 1_000));
+}
+
 fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,

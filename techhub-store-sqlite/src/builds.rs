@@ -22,6 +22,16 @@ fn load(connection: &Connection, id: BuildId) -> StoreResult<Option<Build>> {
         .sql()
 }
 
+/// Log lines inserted by one statement when a batch is large enough.
+const LOG_ROWS_PER_INSERT: usize = 128;
+
+/// `INSERT INTO build_logs ... VALUES (?1, ?2, ?3), (?1, ?4, ?5), ...` for [`LOG_ROWS_PER_INSERT`] rows.
+fn multi_row_insert() -> String {
+    let values: Vec<String> =
+        (0..LOG_ROWS_PER_INSERT).map(|n| format!("(?1, ?{}, ?{})", 2 + 2 * n, 3 + 2 * n)).collect();
+    format!("INSERT INTO build_logs (build_id, seq, line) VALUES {}", values.join(", "))
+}
+
 /// Keeps the build's outcome beside it: written when the build is finished, removed when it is not.
 fn save_outcome(connection: &Connection, build: &Build) -> StoreResult<()> {
     match BuildOutcome::of(build) {
@@ -147,15 +157,33 @@ impl BuildStore for SqliteStore {
                     .sql()?
                     .try_into()
                     .unwrap_or_default();
+                let first = next;
+                let rows: Vec<String> = lines
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, line)| to_json(&line.numbered(first + n as u64)))
+                    .collect::<StoreResult<_>>()?;
+                // Many rows per statement: one step per chunk instead of one per line.
+                let whole_chunks = rows.len() / LOG_ROWS_PER_INSERT;
+                let mut rows = rows.into_iter();
+                if whole_chunks > 0 {
+                    let mut insert = connection.prepare_cached(&multi_row_insert()).sql()?;
+                    for _ in 0..whole_chunks {
+                        let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(1 + 2 * LOG_ROWS_PER_INSERT);
+                        values.push(id.as_bytes().to_vec().into());
+                        for row in rows.by_ref().take(LOG_ROWS_PER_INSERT) {
+                            values.push(i64::try_from(next).unwrap_or(i64::MAX).into());
+                            values.push(row.into());
+                            next += 1;
+                        }
+                        insert.execute(rusqlite::params_from_iter(values)).sql()?;
+                    }
+                }
                 let mut insert = connection
                     .prepare_cached("INSERT INTO build_logs (build_id, seq, line) VALUES (?1, ?2, ?3)")
                     .sql()?;
-                for line in lines {
-                    let line =
-                        LogLine { seq: next, at: line.at, module: line.module, stream: line.stream, text: line.text };
-                    insert
-                        .execute(params![id.as_bytes(), i64::try_from(next).unwrap_or(i64::MAX), to_json(&line)?])
-                        .sql()?;
+                for row in rows {
+                    insert.execute(params![id.as_bytes(), i64::try_from(next).unwrap_or(i64::MAX), row]).sql()?;
                     next += 1;
                 }
                 Ok(next)

@@ -196,7 +196,10 @@ impl WriterTask {
         let mut drops: HashMap<String, Vec<u64>> = HashMap::new();
         for line in stored {
             let Some(module) = &line.module else { continue };
-            let cap = self.caps.entry(module.clone()).or_default();
+            if !self.caps.contains_key(module) {
+                self.caps.insert(module.clone(), ModuleCap::default());
+            }
+            let Some(cap) = self.caps.get_mut(module) else { continue };
             let size = line.text.len() as u64 + 1;
             cap.lines += 1;
             cap.bytes += size;

@@ -339,6 +339,7 @@ impl Runner {
         let now = self.hub.now();
         let backoff = self.hub.config().builds.retry_backoff;
         let going_on = self.halt.is_none();
+        let build_timed_out = self.halt == Some(Halt::TimedOut);
         self.commit(|build| {
             let stopping = build.cancel_requested || !going_on;
             for ((index, attempt, exit, timed_out), forced) in &finished {
@@ -363,6 +364,14 @@ impl Runner {
                 let retry = (module.retries_used < module.retries && !stopping && forced.is_none())
                     .then(|| crate::clock::add(now, backoff.delay(module.retries_used + 1)));
                 finish(module, status, &exit, retry, now);
+            }
+            if build_timed_out {
+                // The build's own timeout decides its status, whatever its modules' outcome would say.
+                build.propagate_skips(now);
+                if build.all_modules_finished() && !build.status.is_finished() {
+                    build.status = BuildStatus::TimedOut;
+                    build.finished_at = Some(now);
+                }
             }
             settle(build, now);
             Ok(())

@@ -122,7 +122,8 @@ pub(crate) fn announce(hub: &TechHub, before: Option<&Build>, after: &Build) {
 
 /// Publishes a batch of log lines as one `build.log` event.
 pub(crate) fn log_event(hub: &TechHub, id: BuildId, owner: Option<UserId>, lines: &[LogLine]) {
-    if lines.is_empty() {
+    // Nobody listening: skip turning a large batch into JSON for nothing.
+    if lines.is_empty() || hub.events().subscriber_count() == 0 {
         return;
     }
     hub.events().publish(hub.now(), EventKind::BuildLog, id, owner, json!({ "build_id": id, "lines": lines }));

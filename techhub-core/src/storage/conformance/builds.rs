@@ -77,6 +77,13 @@ pub async fn builds_log_append_and_read_by_offset(store: DynStorage) {
     assert!(store.read_log(id, 3, 10).await.expect("read works").is_empty());
     assert!(store.read_log(id, u64::MAX, 10).await.expect("read works").is_empty());
     assert!(matches!(store.append_log(BuildId::new(), vec![line("x")]).await, Err(StoreError::NotFound)));
+
+    // A large batch (a busy module's 100 ms) numbers on just the same.
+    let many: Vec<NewLogLine> = (0..1_000).map(|n| line(&format!("many {n}"))).collect();
+    assert_eq!(store.append_log(id, many).await.expect("append works"), 1_003);
+    let read = store.read_log(id, 3, 2_000).await.expect("read works");
+    assert_eq!(read.len(), 1_000);
+    assert!(read.iter().enumerate().all(|(n, line)| line.seq == 3 + n as u64 && line.text == format!("many {n}")));
 }
 
 /// Concurrent appends interleave whole batches, with no gap and no repeated `seq`.
