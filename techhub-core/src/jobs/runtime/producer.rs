@@ -43,6 +43,11 @@ impl Producer {
             };
             let Ok(first) = first else { break };
             let mut free: Vec<OwnedSemaphorePermit> = vec![first];
+            if slots.available_permits() + 1 < self.slots {
+                // Busy: let the attempts that are about to finish free their slots, so one claim fills several.
+                // (An idle queue has every slot free and claims at once.)
+                tokio::task::yield_now().await;
+            }
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 free.push(permit);
             }
