@@ -5,8 +5,10 @@
 #   STORE=memory bash benches/http.sh
 #
 # Starts the release techhub-server on loopback, signs in once, then prints requests/s and latency
-# percentiles for: GET /health; authenticated GET /api/v1/users/me; GET /health while 32 clients sign in
-# continuously (argon2id hashing saturating its pool). wrk shares the machine's cores with the server.
+# percentiles for: GET /health; authenticated GET /api/v1/users/me; the same request on `bare_jwt` (a bare axum
+# handler that only verifies the token: the floor an authenticated request is measured against), and the
+# ratio of the two; GET /health while 32 clients sign in continuously (argon2id hashing saturating its pool).
+# wrk shares the machine's cores with the servers (the bare server runs only during its own measurement).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,12 @@ STORE=${STORE:-sqlite}
 WORK=$(mktemp -d)
 EMAIL=bench@example.com
 PASSWORD=bench-password-123
+BARE_PORT=${BARE_PORT:-18182}
+# Both servers sign and verify with this key.
+export TECHHUB_JWT_SECRET=${TECHHUB_JWT_SECRET:-bench-secret-0123456789abcdef0123456789}
 
 cargo build --release -q -p techhub-server
+cargo build --release -q -p techhub-benches --bin bare_jwt
 case "$STORE" in
   sqlite) STORE_SETTING="sqlite:$WORK/bench.db" ;;
   sled) STORE_SETTING="sled:$WORK/bench.sled" ;;
@@ -58,6 +64,20 @@ summarize health "$WORK/health.txt"
 wrk -t2 -c64 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" \
   "http://127.0.0.1:$PORT/api/v1/users/me" >"$WORK/me.txt"
 summarize users_me "$WORK/me.txt"
+
+target/release/bare_jwt --addr "127.0.0.1:$BARE_PORT" >"$WORK/bare.log" 2>&1 &
+BARE=$!
+for _ in $(seq 100); do
+  curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$BARE_PORT/api/v1/users/me" >/dev/null && break
+  sleep 0.1
+done
+wrk -t2 -c64 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$BARE_PORT/api/v1/users/me" >"$WORK/bare.txt"
+kill "$BARE" 2>/dev/null || true
+wait "$BARE" 2>/dev/null || true
+summarize bare_jwt "$WORK/bare.txt"
+awk -v me="$(awk '/^Requests\/sec/ {print $2}' "$WORK/me.txt")" -v bare="$(awk '/^Requests\/sec/ {print $2}' "$WORK/bare.txt")" \
+  -v store="$STORE" 'BEGIN { printf "store=%s bench=users_me_vs_bare_jwt ratio_percent=%.1f\n", store, 100 * me / bare }'
 
 cat >"$WORK/login.lua" <<LUA
 wrk.method = "POST"

@@ -18,7 +18,8 @@ use dashmap::mapref::one::RefMut;
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
+    WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
@@ -189,6 +190,42 @@ impl JobTables {
         if entry.job.is_leased_by(lease) { Ok(entry) } else { Err(Conflict::LeaseLost.into()) }
     }
 
+    /// Claims the next due job of `queues` (the caller holds the index lock, so claims never overlap).
+    fn claim_next(
+        &self,
+        index: &mut JobIndex,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Option<Job>> {
+        let mut best: Option<(Reverse<i32>, DateTime<Utc>, JobId)> = None;
+        for name in queues {
+            let Some(queue) = index.queues.get_mut(name) else { continue };
+            queue.promote_due(now);
+            // `ready` holds only due jobs unless the clock went backwards; skip any that are not due now.
+            if let Some(head) = queue.ready.iter().find(|(_, run_at, _)| *run_at <= now)
+                && best.is_none_or(|best| *head < best)
+            {
+                best = Some(*head);
+            }
+        }
+        let Some((_, _, id)) = best else { return Ok(None) };
+        let Some(mut entry) = self.records.get_mut(&id) else {
+            // The index and the records change together under the index lock, so this cannot happen.
+            return Err(StoreError::corrupt(std::io::Error::other("job index out of step with its records")));
+        };
+        let job = &mut entry.job;
+        index.leave(job);
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.started_at = Some(now);
+        job.lease_holder = Some(worker.clone());
+        job.lease_until = Some(clock::add(now, lease));
+        index.enter(job);
+        Ok(Some(job.clone()))
+    }
+
     /// Applies a state change to the job running under `lease`, keeping the index in step.
     fn finish_attempt(&self, lease: &Lease, change: impl FnOnce(&mut StoredJob)) -> StoreResult<Job> {
         let mut index = self.lock_index();
@@ -240,31 +277,24 @@ impl JobStore for MemoryStore {
         lease: Duration,
     ) -> StoreResult<Option<Job>> {
         let mut index = self.jobs.lock_index();
-        let mut best: Option<(Reverse<i32>, DateTime<Utc>, JobId)> = None;
-        for name in queues {
-            let Some(queue) = index.queues.get_mut(name) else { continue };
-            queue.promote_due(now);
-            // `ready` holds only due jobs unless the clock went backwards; skip any that are not due now.
-            if let Some(head) = queue.ready.iter().find(|(_, run_at, _)| *run_at <= now)
-                && best.is_none_or(|best| *head < best)
-            {
-                best = Some(*head);
-            }
+        self.jobs.claim_next(&mut index, queues, worker, now, lease)
+    }
+
+    async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
+        let mut index = self.jobs.lock_index();
+        let mut claimed = Vec::new();
+        while claimed.len() < max {
+            let Some(job) = self.jobs.claim_next(&mut index, queues, worker, now, lease)? else { break };
+            claimed.push(job);
         }
-        let Some((_, _, id)) = best else { return Ok(None) };
-        let Some(mut entry) = self.jobs.records.get_mut(&id) else {
-            // The index and the records change together under the index lock, so this cannot happen.
-            return Err(StoreError::corrupt(std::io::Error::other("job index out of step with its records")));
-        };
-        let job = &mut entry.job;
-        index.leave(job);
-        job.state = JobState::Running;
-        job.attempt += 1;
-        job.started_at = Some(now);
-        job.lease_holder = Some(worker.clone());
-        job.lease_until = Some(clock::add(now, lease));
-        index.enter(job);
-        Ok(Some(job.clone()))
+        Ok(claimed)
     }
 
     async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
@@ -302,6 +332,28 @@ impl JobStore for MemoryStore {
         self.jobs.finish_attempt(lease, |stored| {
             stored.job.release(now);
         })
+    }
+
+    async fn settle_many(
+        &self,
+        settlements: Vec<Settlement>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>> {
+        // One index lock for the whole batch: no claim or other transition sees it half applied.
+        let mut index = self.jobs.lock_index();
+        Ok(settlements
+            .into_iter()
+            .map(|settlement| {
+                let mut entry = self.jobs.leased(settlement.lease())?;
+                index.leave(&entry.job);
+                settlement.apply(&mut entry.job, now);
+                index.enter(&entry.job);
+                if let Settlement::Complete { artifact, .. } = settlement {
+                    entry.artifact = artifact;
+                }
+                Ok(entry.job.clone())
+            })
+            .collect())
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

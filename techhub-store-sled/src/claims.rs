@@ -1,6 +1,6 @@
-//! Claims on the writer. Just before a round's transaction, the writer picks each claim's job: it promotes the
-//! named queues' due delayed jobs, then takes the first due job in claim order across the queues that no
-//! earlier claim of the round took. The transaction then runs the claims first, so what they picked is exactly
+//! Claims on the writer. Just before a round's transaction, the writer picks each claim's jobs (up to its
+//! `max`): it promotes the named queues' due delayed jobs, then takes the first due jobs in claim order across
+//! the queues that no earlier claim of the round took. The transaction then runs the claims first, so what they picked is exactly
 //! the state they run on (the writer is the only thread that writes).
 
 use std::cell::RefCell;
@@ -27,43 +27,48 @@ pub(crate) struct ClaimRequest {
     pub(crate) worker: WorkerId,
     pub(crate) now: DateTime<Utc>,
     pub(crate) lease_until: DateTime<Utc>,
+    /// How many jobs to claim at most.
+    pub(crate) max: usize,
 }
 
-/// What a claim answers: the claimed job's id and new row, or `None` if nothing is due.
-pub(crate) type Claimed = Option<(JobId, IVec)>;
+/// What a claim answers: the claimed jobs' ids and new rows, in claim order (empty if nothing is due).
+pub(crate) type Claimed = Vec<(JobId, IVec)>;
 
 /// A claim waiting in a round.
 pub(crate) struct Claim {
     request: ClaimRequest,
-    choice: Option<Head>,
+    choice: Vec<Head>,
     outcome: RefCell<Option<StoreResult<Claimed>>>,
     reply: oneshot::Sender<StoreResult<Claimed>>,
 }
 
 impl Claim {
     pub(crate) fn new(request: ClaimRequest, reply: oneshot::Sender<StoreResult<Claimed>>) -> Self {
-        Self { request, choice: None, outcome: RefCell::new(None), reply }
+        Self { request, choice: Vec::new(), outcome: RefCell::new(None), reply }
     }
 
-    /// Moves the chosen job to running; answers its id and new row.
+    /// Moves the chosen jobs to running; answers their ids and new rows.
     fn claim(&self, tx: &Tx<'_>) -> TxResult<Claimed> {
-        let Some(head) = &self.choice else { return Ok(None) };
         let jobs = JobTx::new(tx);
-        // The writer chose this key from the index just before the transaction, and nothing else writes.
-        if !jobs.is_ready(&head.key)? {
-            return Err(abort(corrupt("a chosen ready job left the index")));
+        let mut claimed = Vec::with_capacity(self.choice.len());
+        for head in &self.choice {
+            // The writer chose this key from the index just before the transaction, and nothing else writes.
+            if !jobs.is_ready(&head.key)? {
+                return Err(abort(corrupt("a chosen ready job left the index")));
+            }
+            let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
+            if loaded.job.state != JobState::Queued {
+                return Err(abort(corrupt("a ready job is not queued")));
+            }
+            let mut job = loaded.job.clone();
+            job.state = JobState::Running;
+            job.attempt += 1;
+            job.started_at = Some(self.request.now);
+            job.lease_holder = Some(self.request.worker.clone());
+            job.lease_until = Some(self.request.lease_until);
+            claimed.push((job.id, jobs.transition(&loaded, &job, self.request.now)?));
         }
-        let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
-        if loaded.job.state != JobState::Queued {
-            return Err(abort(corrupt("a ready job is not queued")));
-        }
-        let mut job = loaded.job.clone();
-        job.state = JobState::Running;
-        job.attempt += 1;
-        job.started_at = Some(self.request.now);
-        job.lease_holder = Some(self.request.worker.clone());
-        job.lease_until = Some(self.request.lease_until);
-        jobs.transition(&loaded, &job, self.request.now).map(|row| Some((job.id, row)))
+        Ok(claimed)
     }
 
     /// Runs the claim in its own savepoint of the round's transaction (see `writer::Call::apply`).
@@ -88,24 +93,29 @@ impl Claim {
     }
 }
 
-/// Picks each claim's job (see the module docs).
+/// Picks each claim's jobs (see the module docs).
 pub(crate) fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
     let mut taken = HashSet::new();
     for claim in claims {
         let request = &claim.request;
-        let mut best: Option<Head> = None;
         for keys in &request.queues {
             promote_due(trees, keys, request.now)?;
-            if let Some(head) = head(trees, keys, request.now, &taken)?
-                && best.as_ref().is_none_or(|best| head.entry < best.entry)
-            {
-                best = Some(head);
+        }
+        let mut choice = Vec::new();
+        while choice.len() < request.max {
+            let mut best: Option<Head> = None;
+            for keys in &request.queues {
+                if let Some(head) = head(trees, keys, request.now, &taken)?
+                    && best.as_ref().is_none_or(|best| head.entry < best.entry)
+                {
+                    best = Some(head);
+                }
             }
-        }
-        if let Some(head) = &best {
+            let Some(head) = best else { break };
             taken.insert(head.key.clone());
+            choice.push(head);
         }
-        claim.choice = best;
+        claim.choice = choice;
     }
     Ok(())
 }

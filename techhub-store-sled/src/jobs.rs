@@ -16,9 +16,10 @@ use serde_json::Value;
 use sled::IVec;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
+    WorkerId,
 };
-use techhub_core::storage::{Conflict, JobStore, StoreResult, decisions};
+use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
 use crate::SledStore;
 use crate::claims::ClaimRequest;
@@ -225,8 +226,25 @@ impl JobStore for SledStore {
         if queues.is_empty() {
             return Ok(None);
         }
-        let request = ClaimRequest { queues, worker: worker.clone(), now, lease_until: clock::add(now, lease) };
-        self.writer.claim(request).await?.map(|(id, row)| decode_job(id, &row)).transpose()
+        let request = ClaimRequest { queues, worker: worker.clone(), now, lease_until: clock::add(now, lease), max: 1 };
+        self.writer.claim(request).await?.into_iter().next().map(|(id, row)| decode_job(id, &row)).transpose()
+    }
+
+    async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
+        let names: BTreeSet<&str> = queues.iter().map(String::as_str).collect();
+        let queues: Vec<QueueKeys> = names.into_iter().filter_map(QueueKeys::new).collect();
+        if queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let request = ClaimRequest { queues, worker: worker.clone(), now, lease_until: clock::add(now, lease), max };
+        decode_rows(self.writer.claim(request).await?)
     }
 
     async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
@@ -278,6 +296,49 @@ impl JobStore for SledStore {
             Ok(())
         })
         .await
+    }
+
+    async fn settle_many(
+        &self,
+        settlements: Vec<Settlement>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<JobId> = settlements.iter().map(|settlement| settlement.lease().job_id).collect();
+        let artifact_rows: Vec<Option<IVec>> =
+            settlements.iter().map(|settlement| settlement.artifact().map(|a| encode_artifact(a).into())).collect();
+        // One call on the writer: the whole batch lands in one round's transaction and one flush.
+        let rows = self
+            .writer
+            .write(move |tx| {
+                let jobs = JobTx::new(tx);
+                let mut rows = Vec::with_capacity(settlements.len());
+                for (settlement, artifact_row) in settlements.iter().zip(&artifact_rows) {
+                    // A lost lease or a missing job refuses this settlement alone, before it wrote anything.
+                    let loaded = match jobs.load(settlement.lease().job_id)? {
+                        None => {
+                            rows.push(Err(StoreError::NotFound));
+                            continue;
+                        }
+                        Some(loaded) if !loaded.job.is_leased_by(settlement.lease()) => {
+                            rows.push(Err(Conflict::LeaseLost.into()));
+                            continue;
+                        }
+                        Some(loaded) => loaded,
+                    };
+                    let mut job = loaded.job.clone();
+                    settlement.apply(&mut job, now);
+                    if let Some(row) = artifact_row {
+                        jobs.artifacts.insert(job.id.as_bytes().as_slice(), row.clone())?;
+                    }
+                    rows.push(Ok(jobs.transition(&loaded, &job, now)?));
+                }
+                Ok(rows)
+            })
+            .await?;
+        Ok(ids.into_iter().zip(rows).map(|(id, row)| row.and_then(|row| decode_job(id, &row))).collect())
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

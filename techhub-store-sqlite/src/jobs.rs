@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
+    WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
@@ -190,6 +191,58 @@ fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Optio
     Ok(None)
 }
 
+/// A claim's parameters, as the writer needs them.
+struct ClaimRequest {
+    queues: Vec<String>,
+    worker: String,
+    now: i64,
+    lease_until: i64,
+}
+
+impl ClaimRequest {
+    fn new(queues: &[String], worker: &WorkerId, now: DateTime<Utc>, lease: Duration) -> Self {
+        Self {
+            queues: queues.to_vec(),
+            worker: worker.as_str().to_owned(),
+            now: micros(now),
+            lease_until: micros(clock::add(now, lease)),
+        }
+    }
+
+    /// Claims the next due job (inside the writer's transaction).
+    fn next(&self, connection: &Connection) -> StoreResult<Option<Job>> {
+        let mut best: Option<ClaimHead> = None;
+        for queue in &self.queues {
+            if let Some(head) = due_head(connection, queue, self.now)?
+                && best.as_ref().is_none_or(|best| head.precedes(best))
+            {
+                best = Some(head);
+            }
+        }
+        let Some(head) = best else { return Ok(None) };
+        connection
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?2, lease_holder = ?3, \
+                 lease_until = ?4 WHERE id = ?1 RETURNING {JOB_COLUMNS}"
+            ))
+            .sql()?
+            .query_row(params![head.id, self.now, self.worker, self.lease_until], rows::job)
+            .optional()
+            .sql()
+    }
+}
+
+/// Stores a completion's artifact beside its job (replacing an older one).
+fn store_artifact(connection: &Connection, id: JobId, artifact: &Artifact) -> StoreResult<()> {
+    connection
+        .cached_execute(
+            "INSERT OR REPLACE INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![id.as_bytes(), artifact.content_type, artifact.file_name, artifact.bytes],
+        )
+        .sql()?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Applies `change` to the job running under `lease` and stores it.
     async fn settle(
@@ -278,30 +331,32 @@ impl JobStore for SqliteStore {
         if queues.is_empty() {
             return Ok(None);
         }
-        let worker = worker.as_str().to_owned();
-        let queues = queues.to_vec();
-        let lease_until = micros(clock::add(now, lease));
+        let claim = ClaimRequest::new(queues, worker, now, lease);
+        self.engine.write(move |connection| claim.next(connection)).await
+    }
+
+    async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
+        if queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let claim = ClaimRequest::new(queues, worker, now, lease);
         self.engine
             .write(move |connection| {
-                let now = micros(now);
-                let mut best: Option<ClaimHead> = None;
-                for queue in &queues {
-                    if let Some(head) = due_head(connection, queue, now)?
-                        && best.as_ref().is_none_or(|best| head.precedes(best))
-                    {
-                        best = Some(head);
-                    }
+                // One claim after another inside the writer's transaction: each is a few index probes, and the
+                // batch commits (and is durable) once.
+                let mut claimed = Vec::new();
+                while claimed.len() < max {
+                    let Some(job) = claim.next(connection)? else { break };
+                    claimed.push(job);
                 }
-                let Some(head) = best else { return Ok(None) };
-                connection
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?2, lease_holder = ?3, \
-                         lease_until = ?4 WHERE id = ?1 RETURNING {JOB_COLUMNS}"
-                    ))
-                    .sql()?
-                    .query_row(params![head.id, now, worker, lease_until], rows::job)
-                    .optional()
-                    .sql()
+                Ok(claimed)
             })
             .await
     }
@@ -331,13 +386,8 @@ impl JobStore for SqliteStore {
     ) -> StoreResult<Job> {
         self.settle(lease, move |connection, job| {
             job.succeed(result, artifact.as_ref().map(Artifact::info), now);
-            if let Some(artifact) = artifact {
-                connection
-                    .cached_execute(
-                        "INSERT OR REPLACE INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES (?1, ?2, ?3, ?4)",
-                        params![job.id.as_bytes(), artifact.content_type, artifact.file_name, artifact.bytes],
-                    )
-                    .sql()?;
+            if let Some(artifact) = &artifact {
+                store_artifact(connection, job.id, artifact)?;
             }
             Ok(())
         })
@@ -358,6 +408,40 @@ impl JobStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn settle_many(
+        &self,
+        settlements: Vec<Settlement>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.engine
+            .write(move |connection| {
+                let mut outcomes = Vec::with_capacity(settlements.len());
+                for settlement in settlements {
+                    // A lost lease or a missing job refuses this settlement alone (it wrote nothing yet); any
+                    // other error fails the write, and the writer rolls the whole batch back.
+                    let mut job = match leased(connection, settlement.lease()) {
+                        Ok(job) => job,
+                        Err(refused @ (StoreError::Conflict(_) | StoreError::NotFound)) => {
+                            outcomes.push(Err(refused));
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    };
+                    settlement.apply(&mut job, now);
+                    if let Some(artifact) = settlement.artifact() {
+                        store_artifact(connection, job.id, artifact)?;
+                    }
+                    save(connection, &job)?;
+                    outcomes.push(Ok(job));
+                }
+                Ok(outcomes)
+            })
+            .await
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

@@ -355,6 +355,71 @@ impl Job {
     }
 }
 
+/// How one attempt ends, in a batched settle ([`JobStore::settle_many`](crate::storage::JobStore::settle_many)):
+/// each carries the lease it is fenced by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// As [`JobStore::complete`](crate::storage::JobStore::complete).
+    Complete {
+        /// The attempt's lease.
+        lease: Lease,
+        /// The handler's result.
+        result: Value,
+        /// The file it produced, if any.
+        artifact: Option<Artifact>,
+    },
+    /// As [`JobStore::fail`](crate::storage::JobStore::fail).
+    Fail {
+        /// The attempt's lease.
+        lease: Lease,
+        /// The error and whether to retry.
+        failure: JobFailure,
+    },
+    /// As [`JobStore::release`](crate::storage::JobStore::release).
+    Release {
+        /// The attempt's lease.
+        lease: Lease,
+    },
+    /// As [`JobStore::acknowledge_cancel`](crate::storage::JobStore::acknowledge_cancel).
+    AcknowledgeCancel {
+        /// The attempt's lease.
+        lease: Lease,
+    },
+}
+
+impl Settlement {
+    /// The lease this settlement is fenced by.
+    pub fn lease(&self) -> &Lease {
+        match self {
+            Self::Complete { lease, .. }
+            | Self::Fail { lease, .. }
+            | Self::Release { lease }
+            | Self::AcknowledgeCancel { lease } => lease,
+        }
+    }
+
+    /// The artifact a completion stores beside the job, if any.
+    pub fn artifact(&self) -> Option<&Artifact> {
+        match self {
+            Self::Complete { artifact, .. } => artifact.as_ref(),
+            Self::Fail { .. } | Self::Release { .. } | Self::AcknowledgeCancel { .. } => None,
+        }
+    }
+
+    /// Applies the transition the single-job method of the same name applies to `job` (whose lease the
+    /// store has checked) at `now`.
+    pub fn apply(&self, job: &mut Job, now: DateTime<Utc>) {
+        match self {
+            Self::Complete { result, artifact, .. } => {
+                job.succeed(result.clone(), artifact.as_ref().map(Artifact::info), now);
+            }
+            Self::Fail { failure, .. } => job.fail_attempt(failure.clone(), now),
+            Self::Release { .. } => job.release(now),
+            Self::AcknowledgeCancel { .. } => job.finish(JobState::Cancelled, now),
+        }
+    }
+}
+
 fn check_name(field: &str, value: &str) -> Result<(), Error> {
     if value.trim().is_empty() {
         return Err(Error::invalid_field(field, format!("{field} must not be empty")));

@@ -17,7 +17,7 @@ pub use build::{
 pub use ids::{AuditId, BuildId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
-    MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, WorkerId,
+    MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, Settlement, WorkerId,
 };
 pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};

@@ -31,8 +31,8 @@ pub use self::error::{Conflict, StoreError, StoreResult};
 use crate::model::{
     Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job,
     JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount,
-    NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts, TokenFamilyId,
-    TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
+    NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts, Settlement,
+    TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -197,6 +197,23 @@ pub trait JobStore: Send + Sync {
         lease: Duration,
     ) -> StoreResult<Option<Job>>;
 
+    /// Claims up to `max` due jobs of `queues` for `worker` in one atomic call (a producer filling its free
+    /// worker slots in one round).
+    ///
+    /// - Each job claimed changes exactly as in [`JobStore::claim`] (`running`, `attempt + 1`, the lease).
+    /// - The jobs are those `max` successive claims would take, in the same order: highest priority, then oldest
+    ///   `run_at`, then lowest id, across all of `queues`.
+    /// - Concurrent batch claimers (and single claimers) never get the same job.
+    /// - `max = 0`, or nothing due, returns an empty list.
+    async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Job>>;
+
     /// Extends the lease to `now + extend`.
     ///
     /// Every call that presents a [`Lease`] succeeds only while the job runs under it: once the job moved on
@@ -227,6 +244,18 @@ pub trait JobStore: Send + Sync {
     /// Gives the job back without charging an attempt (graceful shutdown): `queued` again, `attempt - 1`,
     /// `run_at = now` (same lease rule).
     async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job>;
+
+    /// Settles many attempts in one atomic write (a batch of finished jobs), and answers one outcome per
+    /// settlement, in order.
+    ///
+    /// - Each settlement is fenced by its own lease and changes its job exactly as the single-job method it
+    ///   names ([`JobStore::complete`], [`JobStore::fail`], [`JobStore::release`],
+    ///   [`JobStore::acknowledge_cancel`]) would at `now`.
+    /// - A stale lease fails only its own settlement (with [`Conflict::LeaseLost`], or [`StoreError::NotFound`]
+    ///   for a missing job) and changes nothing for that job; the others are stored.
+    /// - The outer error means the write as a whole failed and nothing of it was stored.
+    async fn settle_many(&self, settlements: Vec<Settlement>, now: DateTime<Utc>)
+    -> StoreResult<Vec<StoreResult<Job>>>;
 
     /// Cancels a job.
     ///

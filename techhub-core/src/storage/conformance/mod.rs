@@ -25,6 +25,7 @@
 //! dev-dependencies need `tokio` with the `macros` and `rt-multi-thread` features.
 
 mod audit;
+mod batches;
 mod builds;
 mod builds_run;
 pub mod crash;
@@ -40,6 +41,7 @@ use std::any::Any;
 use async_trait::async_trait;
 
 pub use self::audit::*;
+pub use self::batches::*;
 pub use self::builds::*;
 pub use self::builds_run::*;
 pub use self::jobs::*;
@@ -143,6 +145,10 @@ macro_rules! conformance_tests {
             jobs_retry_gives_failed_job_fresh_budget,
             jobs_retry_of_cancelled_succeeded_and_key_held,
             jobs_discard_payload_only_when_finished,
+            jobs_claim_many_takes_claim_order_across_queues,
+            jobs_concurrent_batch_claimers_claim_each_job_once,
+            jobs_settle_many_applies_each_settlement,
+            jobs_settle_many_fences_each_job_alone,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
