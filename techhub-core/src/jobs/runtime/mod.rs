@@ -1,21 +1,12 @@
 //! The worker runtime: [`WorkerConfig`], [`TechHub::start_workers`] and the [`WorkerHandle`] it returns.
-//!
-//! Each queue has a producer that claims as many due jobs as it has free worker slots in one store call and
-//! runs each as an attempt; finished attempts go to one batch completer, which settles them many at a time.
-//! So a busy runtime pays one claim and one settle round per batch of jobs, not per job. Delivery is at least
-//! once: an attempt whose handler finished but whose batch was not yet stored when the process died runs
-//! again once its lease expires.
 
-mod completer;
 mod maintenance;
-mod producer;
 mod rate_limit;
 mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -221,23 +212,21 @@ impl TechHub {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let (finished, completions) = mpsc::channel(completer::BACKLOG);
-        tasks.spawn(completer::run(self.clone(), completions));
         for queue in &config.queues {
             let limiter = queue.rate_limit.map(|limit| Arc::new(TokenBucket::new(limit)));
             self.signals().add_workers(&queue.name, queue.workers as isize);
-            let worker = Arc::new(worker::Worker {
-                hub: self.clone(),
-                id: WorkerId::new(format!("{}:{}", config.name, queue.name)),
-                settings: settings.clone(),
-                stop: stop.clone(),
-                completer: finished.clone(),
-            });
-            let producer = producer::Producer { worker, queue: queue.name.clone(), slots: queue.workers, limiter };
-            tasks.spawn(producer.run());
+            for n in 0..queue.workers {
+                let worker = worker::Worker {
+                    hub: self.clone(),
+                    id: WorkerId::new(format!("{}:{}:{n}", config.name, queue.name)),
+                    queues: vec![queue.name.clone()],
+                    limiter: limiter.clone(),
+                    settings: settings.clone(),
+                    stop: stop.clone(),
+                };
+                tasks.spawn(worker.run());
+            }
         }
-        // The completer ends once the producers (and their attempts) dropped every sender.
-        drop(finished);
         let maintenance = Arc::new(maintenance::Maintenance::new(
             config.retention,
             config.schedules,

@@ -1,31 +1,29 @@
-//! One attempt: run a claimed job's handler under supervision (progress, heartbeats, cancel, timeout,
-//! shutdown), then hand how it ended to the batch completer.
+//! One worker: claim a job, run its handler under supervision, settle the attempt, repeat.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, interval_at, sleep_until};
+use tokio::time::{Instant, interval_at, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::Settings;
-use super::completer::Finished;
+use super::rate_limit::TokenBucket;
 use crate::TechHub;
 use crate::events::EventKind;
 use crate::jobs::telemetry;
 use crate::jobs::{JobContext, JobError};
-use crate::model::{Job, JobFailure, Lease, Retry, Settlement, WorkerId};
-use crate::storage::StoreError;
+use crate::model::{Job, JobFailure, JobState, Lease, Retry, WorkerId};
+use crate::storage::{Conflict, StoreError};
 
-/// What every attempt of one queue shares.
 pub(super) struct Worker {
     pub(super) hub: TechHub,
     pub(super) id: WorkerId,
+    pub(super) queues: Vec<String>,
+    pub(super) limiter: Option<Arc<TokenBucket>>,
     pub(super) settings: Arc<Settings>,
     pub(super) stop: CancellationToken,
-    pub(super) completer: mpsc::Sender<Finished>,
 }
 
 /// Why a running handler was asked to stop.
@@ -71,37 +69,100 @@ impl Drop for AbortOnDrop {
 }
 
 impl Worker {
-    /// Runs one claimed job to its end and hands its settlement to the completer; the worker slot (`slot`) is
-    /// free once the completer took it.
-    pub(super) async fn run(self: Arc<Self>, job: Job, slot: OwnedSemaphorePermit) {
+    pub(super) async fn run(self) {
+        let wake = self.hub.signals().queue(&self.queues[0]);
+        // A job claimed while the previous one was being recorded (see `claim_ahead`).
+        let mut next: Option<Job> = None;
+        while !self.stop.is_cancelled() {
+            if let Some(job) = next.take() {
+                next = self.run_job(job).await;
+                continue;
+            }
+            if !self.wait_for_rate_limit().await {
+                break;
+            }
+            match self.hub.storage().claim(&self.queues, &self.id, self.hub.now(), self.settings.lease).await {
+                Ok(Some(job)) => next = self.run_job(job).await,
+                Ok(None) => {
+                    if let Some(limiter) = &self.limiter {
+                        limiter.refund();
+                    }
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = sleep(self.settings.poll_interval) => {}
+                        () = self.stop.cancelled() => break,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(worker = %self.id, error = %error, "claiming a job failed; retrying after the poll interval");
+                    tokio::select! {
+                        () = sleep(self.settings.poll_interval) => {}
+                        () = self.stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        if let Some(job) = next {
+            self.give_back(&job).await;
+        }
+    }
+
+    /// Claims the next job while the finished one is being recorded, so that a store committing concurrent
+    /// calls together (SQLite, sled) records one and claims the other in one commit: one round trip per job
+    /// instead of two. Only when the runtime is not stopping and the queue's rate allows a start now.
+    async fn claim_ahead(&self) -> Option<Job> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        if let Some(limiter) = &self.limiter
+            && limiter.take().is_some()
+        {
+            return None;
+        }
+        let claimed = self.hub.storage().claim(&self.queues, &self.id, self.hub.now(), self.settings.lease).await;
+        let job = claimed.ok().flatten();
+        if job.is_none()
+            && let Some(limiter) = &self.limiter
+        {
+            limiter.refund();
+        }
+        job
+    }
+
+    /// Returns a job claimed ahead but not started (the runtime is stopping) without charging an attempt.
+    async fn give_back(&self, job: &Job) {
         let Some(lease) = job.lease() else { return };
+        if let Err(error) = self.hub.storage().release(&lease, self.hub.now()).await {
+            tracing::warn!(job_id = %job.id, error = %error, "giving back an unstarted job failed; its lease will expire");
+        }
+    }
+
+    /// Waits until the queue's rate limit allows a start; `false` if the runtime stopped meanwhile.
+    async fn wait_for_rate_limit(&self) -> bool {
+        let Some(limiter) = &self.limiter else { return true };
+        while let Some(wait) = limiter.take() {
+            tokio::select! {
+                () = sleep(wait) => {}
+                () = self.stop.cancelled() => return false,
+            }
+        }
+        true
+    }
+
+    /// Runs one job to its end and records it; returns the job claimed ahead meanwhile, if any.
+    async fn run_job(&self, job: Job) -> Option<Job> {
+        let lease = job.lease()?;
         let started = Instant::now();
-        if let Some(settlement) = self.run_job(lease, &job, started).await {
-            self.hand_over(settlement, started).await;
-        }
-        drop(slot);
-    }
-
-    /// Passes a settlement to the completer (waiting while its backlog is full).
-    pub(super) async fn hand_over(&self, settlement: Settlement, started: Instant) {
-        if self.completer.send(Finished { settlement, started }).await.is_err() {
-            // The completer is gone only when the runtime was dropped (a crash): the lease will expire.
-            tracing::warn!(worker = %self.id, "the completer is gone; the attempt is not recorded and the job will run again");
-        }
-    }
-
-    /// Runs the job's handler to its end; returns how to settle the attempt (`None`: the lease was lost, so
-    /// the attempt's result is discarded).
-    async fn run_job(&self, lease: Lease, job: &Job, started: Instant) -> Option<Settlement> {
         // Registered before anyone hears the job started, so a cancel sent on that news reaches the handler
         // at once. (One sent in the instant between the claim and this line reaches it at the next heartbeat.)
         let token = CancellationToken::new();
         self.hub.signals().started(job.id, token.clone());
-        telemetry::job_event(&self.hub, EventKind::JobStarted, job);
+        telemetry::job_event(&self.hub, EventKind::JobStarted, &job);
         let Some(registered) = self.hub.handlers().get(&job.kind).cloned() else {
             self.hub.signals().finished(job.id);
             let error = format!("no handler for job kind {:?} is registered in this process", job.kind);
-            return Some(self.failure(lease, job, JobError::Permanent(error)));
+            self.fail(&lease, &job, JobError::Permanent(error), started).await;
+            return None;
         };
         let timeout = registered.options.timeout.unwrap_or(self.settings.job_timeout);
         let ctx = JobContext::new(job.clone(), self.hub.clone(), token.clone());
@@ -111,7 +172,9 @@ impl Worker {
 
         let (ending, stop_reason) = self.supervise(&mut task, &ctx, &lease, &token, started + timeout).await;
         self.hub.signals().finished(job.id);
-        self.settlement(lease, job, &ctx, ending, stop_reason, timeout)
+        let ((), next) =
+            tokio::join!(self.settle(&lease, &job, &ctx, ending, stop_reason, timeout, started), self.claim_ahead());
+        next
     }
 
     /// Waits for the handler while flushing progress, heartbeating, and enforcing cancel, timeout and shutdown.
@@ -195,46 +258,92 @@ impl Worker {
         }
     }
 
-    /// How the attempt ended, as the settlement to store.
-    fn settlement(
+    /// Records how the attempt ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
         &self,
-        lease: Lease,
+        lease: &Lease,
         job: &Job,
         ctx: &JobContext,
         ending: Ending,
         stop_reason: Option<StopReason>,
         timeout: Duration,
-    ) -> Option<Settlement> {
-        Some(match (ending, stop_reason) {
+        started: Instant,
+    ) {
+        let storage = self.hub.storage();
+        let now = self.hub.now();
+        match (ending, stop_reason) {
             (_, Some(StopReason::LeaseLost)) => {
                 tracing::warn!(job_id = %job.id, attempt = job.attempt, "lease lost to another worker; this attempt's result is discarded");
-                return None;
             }
-            (Ending::Done(result), _) => Settlement::Complete { lease, result, artifact: ctx.take_artifact() },
+            (Ending::Done(value), _) => {
+                let settled = storage.complete(lease, value, ctx.take_artifact(), now).await;
+                self.discard_payload(&settled).await;
+                self.report(settled, "succeeded", Some(EventKind::JobSucceeded), started);
+            }
             (Ending::Panicked(message), _) => {
-                self.failure(lease, job, JobError::Retry(format!("the handler panicked: {message}")))
+                self.fail(lease, job, JobError::Retry(format!("the handler panicked: {message}")), started).await;
             }
-            (Ending::Failed(error), None) => self.failure(lease, job, error),
+            (Ending::Failed(error), None) => self.fail(lease, job, error, started).await,
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Cancelled)) => {
-                Settlement::AcknowledgeCancel { lease }
+                let settled = storage.acknowledge_cancel(lease, now).await;
+                self.discard_payload(&settled).await;
+                self.report(settled, "cancelled", Some(EventKind::JobCancelled), started);
             }
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::TimedOut)) => {
                 let error = format!("timed out after {} s", timeout.as_secs_f64());
-                self.failure(lease, job, JobError::Retry(error))
+                self.fail(lease, job, JobError::Retry(error), started).await;
             }
-            (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Shutdown)) => Settlement::Release { lease },
-            (Ending::Aborted, None) => self.failure(lease, job, JobError::Retry("the handler was aborted".to_owned())),
-        })
+            (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Shutdown)) => {
+                let settled = storage.release(lease, now).await;
+                self.report(settled, "released", Some(EventKind::JobQueued), started);
+            }
+            (Ending::Aborted, None) => {
+                self.fail(lease, job, JobError::Retry("the handler was aborted".to_owned()), started).await;
+            }
+        }
     }
 
-    /// A failed attempt: retried after the backoff (or the handler's delay), or failed for good.
-    fn failure(&self, lease: Lease, job: &Job, error: JobError) -> Settlement {
+    async fn fail(&self, lease: &Lease, job: &Job, error: JobError, started: Instant) {
         let retry = match &error {
             JobError::Retry(_) => Retry::After(self.settings.backoff.delay(job.attempt)),
             JobError::RetryAfter(delay, _) => Retry::After(*delay),
             JobError::Permanent(_) => Retry::Never,
         };
-        Settlement::Fail { lease, failure: JobFailure { error: error.to_string(), retry } }
+        let settled =
+            self.hub.storage().fail(lease, JobFailure { error: error.to_string(), retry }, self.hub.now()).await;
+        self.discard_payload(&settled).await;
+        match settled {
+            Ok(job) if job.state == JobState::Queued => {
+                self.report(Ok(job), "retrying", Some(EventKind::JobRetrying), started)
+            }
+            other => self.report(other, "failed", Some(EventKind::JobFailed), started),
+        }
+    }
+
+    /// Discards a finished job's payload when its handler asks for it.
+    async fn discard_payload(&self, settled: &Result<Job, StoreError>) {
+        if let Ok(job) = settled {
+            crate::jobs::handler::discard_finished_payload(&self.hub, job).await;
+        }
+    }
+
+    fn report(
+        &self,
+        settled: Result<Job, StoreError>,
+        outcome: &'static str,
+        event: Option<EventKind>,
+        started: Instant,
+    ) {
+        match settled {
+            Ok(job) => telemetry::attempt_finished(&self.hub, &job, outcome, started.elapsed(), event),
+            Err(StoreError::Conflict(Conflict::LeaseLost)) => {
+                tracing::warn!(worker = %self.id, "the lease expired before the attempt was recorded; the job will run again");
+            }
+            Err(error) => {
+                tracing::error!(worker = %self.id, error = %error, "recording a finished attempt failed; the lease will expire and the job run again");
+            }
+        }
     }
 }
 
