@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::fixtures::{LEASE, at, claim, conflict, queues, spec, worker};
+use super::fixtures::{LEASE, assert_each_claimed_once, at, claim, conflict, queues, spec, worker};
 use crate::model::{Artifact, Job, JobFailure, JobId, JobState, Lease, NewJob, Retry, Settlement};
 use crate::storage::{Conflict, DynStorage, StoreError};
 
@@ -80,12 +80,7 @@ pub async fn jobs_concurrent_batch_claimers_claim_each_job_once(store: DynStorag
             mine
         });
     }
-    let mut claimed = Vec::new();
-    while let Some(mine) = tasks.join_next().await {
-        claimed.extend(mine.expect("task ran"));
-    }
-    assert_eq!(claimed.len(), 1_000, "some job was claimed twice or not at all");
-    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), expected);
+    assert_each_claimed_once(tasks, &expected).await;
 }
 
 /// A batched settle changes each job as the single-job call it names would (complete with its artifact,

@@ -1,12 +1,15 @@
 //! Small builders shared by the rules.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
 use crate::clock::{Clock, ManualClock};
-use crate::model::{Email, Job, JobFilter, NewJob, PageRequest, Role, User, WorkerId};
+use tokio::task::JoinSet;
+
+use crate::model::{Email, Job, JobFilter, JobId, NewJob, PageRequest, Role, User, WorkerId};
 use crate::storage::{Conflict, DynStorage, StoreError, StoreResult};
 
 /// The lease every rule claims with.
@@ -76,4 +79,14 @@ pub(super) async fn all_jobs(store: &DynStorage) -> Vec<Job> {
             None => return jobs,
         }
     }
+}
+
+/// Gathers what concurrent claimers returned and asserts that every job of `expected` was claimed exactly once.
+pub(super) async fn assert_each_claimed_once(mut claimers: JoinSet<Vec<JobId>>, expected: &HashSet<JobId>) {
+    let mut claimed = Vec::new();
+    while let Some(mine) = claimers.join_next().await {
+        claimed.extend(mine.expect("task ran"));
+    }
+    assert_eq!(claimed.len(), expected.len(), "some job was claimed twice or not at all");
+    assert_eq!(&claimed.into_iter().collect::<HashSet<_>>(), expected);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use super::fixtures::{LEASE, all_jobs, at, claim, conflict, job, queues, spec, t0, worker};
+use super::fixtures::{LEASE, all_jobs, assert_each_claimed_once, at, claim, conflict, job, queues, spec, t0, worker};
 use crate::model::{
     Artifact, ArtifactInfo, Job, JobFailure, JobFilter, JobId, JobState, NewJob, PageRequest, Progress, QueueCounts,
     Retry, UserId,
@@ -105,12 +105,7 @@ pub async fn jobs_concurrent_claimers_claim_each_job_once(store: DynStorage) {
             mine
         });
     }
-    let mut claimed = Vec::new();
-    while let Some(mine) = tasks.join_next().await {
-        claimed.extend(mine.expect("task ran"));
-    }
-    assert_eq!(claimed.len(), 1_000, "some job was claimed twice or not at all");
-    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), expected);
+    assert_each_claimed_once(tasks, &expected).await;
 }
 
 /// After a lease passed and another worker claimed the job, every write under the old lease is `LeaseLost`
