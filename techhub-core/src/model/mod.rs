@@ -2,6 +2,7 @@
 
 mod audit;
 mod build;
+mod database;
 mod ids;
 mod job;
 mod notification;
@@ -14,6 +15,7 @@ pub use build::{
     Build, BuildFilter, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleOutcome, ModuleStatus, NewLogLine,
     OutcomeFilter,
 };
+pub use database::DatabaseInfo;
 pub use ids::{AuditId, BuildId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,

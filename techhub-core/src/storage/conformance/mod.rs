@@ -33,6 +33,7 @@ mod fixtures;
 mod jobs;
 mod model;
 mod notifications;
+mod system;
 mod tokens;
 mod users;
 
@@ -47,6 +48,7 @@ pub use self::builds_run::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
+pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
 use super::DynStorage;
@@ -161,6 +163,7 @@ macro_rules! conformance_tests {
             builds_run_end_to_end_through_the_service,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
+            system_database_info_names_the_backend_and_keeps_its_version,
             audit_append_reads_back_in_order_and_never_replaces,
             audit_list_filters_and_pages_by_cursor,
             audit_prune_removes_only_older_entries,
