@@ -3,7 +3,9 @@
 #   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
 #   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
 #   3. the OpenAPI document against the real server: schemathesis and a generated Python client
-#      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing).
+#      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing);
+#   4. the dashboard in a real browser: Debian's chromium driven by playwright-core (scripts/browser-tests.sh,
+#      which installs chromium with apt and playwright-core with npm when missing).
 # Extra arguments go to every cargo run (for example --locked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +13,4 @@ cd "$(dirname "$0")/.."
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
 bash scripts/api-acceptance.sh "$@"
+bash scripts/browser-tests.sh "$@"
