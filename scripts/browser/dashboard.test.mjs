@@ -125,6 +125,47 @@ test("a job goes from queued to succeeded live, and a queued one is cancelled", 
   await page.close();
 });
 
+test("a dropped socket reconnects and catches up by reading the current state", async () => {
+  const admin = await token(ADMIN);
+  const page = await newPage("reconnect");
+  // The page's socket goes through the test, which can drop it and hold the next attempts.
+  let online = true;
+  let current = null;
+  const held = [];
+  await page.routeWebSocket(/\/api\/v1\/events/, (socket) => {
+    if (!online) { held.push(socket); return; }
+    current = socket;
+    socket.connectToServer();
+  });
+  await signIn(page, ADMIN);
+  await page.goto(`${BASE}/dashboard/#/jobs`);
+  await page.locator("table").first().waitFor();
+  online = false;
+  await current.close({ code: 1012, reason: "dropped by the test" });
+  await page.locator("#live[data-state=connecting]").waitFor({ timeout: WAIT });
+  // Done while the page hears nothing: it must learn of it after reconnecting.
+  const { job_id: missed } = await api("POST", "/api/v1/users/export", admin, { format: "json" });
+  await api("GET", `/api/v1/jobs/${missed}`, admin);
+  assert.equal(await jobRow(page, missed).count(), 0, "the page cannot know of it yet");
+  online = true;
+  for (const socket of held) await socket.close({ code: 1012, reason: "try again" });
+  await page.locator("#live[data-state=on]").waitFor({ timeout: WAIT });
+  await jobRow(page, missed).waitFor({ timeout: WAIT });
+  await page.close();
+});
+
+test("a narrow window keeps every view usable", async () => {
+  const page = await newPage("narrow");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await signIn(page, ADMIN);
+  await page.goto(`${BASE}/dashboard/#/jobs`);
+  await page.locator("table").first().waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow} px`);
+  await shot(page, "11-narrow-jobs");
+  await page.close();
+});
+
 test("a build's log is followed live, with its module DAG", async () => {
   const admin = await token(ADMIN);
   const page = await newPage("builds");
