@@ -29,6 +29,7 @@ mod batches;
 mod builds;
 mod builds_run;
 pub mod crash;
+mod endpoints;
 mod fixtures;
 mod jobs;
 mod model;
@@ -44,6 +45,7 @@ pub use self::audit::*;
 pub use self::batches::*;
 pub use self::builds::*;
 pub use self::builds_run::*;
+pub use self::endpoints::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
@@ -161,6 +163,10 @@ macro_rules! conformance_tests {
             builds_run_end_to_end_through_the_service,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
+            notifications_keep_html_event_type_and_deliveries,
+            endpoints_insert_get_round_trip_and_duplicate,
+            endpoints_update_is_versioned,
+            endpoints_list_in_id_order_and_delete,
             audit_append_reads_back_in_order_and_never_replaces,
             audit_list_filters_and_pages_by_cursor,
             audit_prune_removes_only_older_entries,
