@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Every test of the repository: the README's test command and what CI runs.
 #   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
-#   2. the HTTP black-box suite again on SQLite files, the default store of every real user.
-# Extra arguments go to both cargo runs (for example --locked).
+#   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
+#   3. the OpenAPI document against the real server: schemathesis and a generated Python client
+#      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing).
+# Extra arguments go to every cargo run (for example --locked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
+bash scripts/api-acceptance.sh "$@"

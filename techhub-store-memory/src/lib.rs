@@ -34,6 +34,7 @@ mod users;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use techhub_core::model::DatabaseInfo;
 use techhub_core::storage::{Storage, StoreResult};
 
 /// TechHub storage in process memory. Nothing survives the process.
@@ -63,6 +64,13 @@ impl Storage for MemoryStore {
 
     async fn health(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    /// Nothing on disk: no schema version and no size.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo> {
+        let mut info = DatabaseInfo::new(self.backend());
+        info.details.insert("persistent".into(), false.into());
+        Ok(info)
     }
 }
 

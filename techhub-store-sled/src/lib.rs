@@ -78,7 +78,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use options::{FlushPolicy, SledOptions};
-use techhub_core::model::{TokenFamilyId, User, UserId};
+use techhub_core::model::{DatabaseInfo, TokenFamilyId, User, UserId};
 use techhub_core::storage::{Storage, StoreError, StoreResult};
 
 use crate::engine::{Sled, Trees};
@@ -190,6 +190,18 @@ impl Storage for SledStore {
         // A read that goes through sled's page cache; any failure means the store cannot serve now.
         let db = self.db.clone();
         self.read(move |_| db.get(b"health").map(drop).map_err(StoreError::unavailable)).await
+    }
+
+    /// The layout (format) version, the size on disk and the directory.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo> {
+        let db = self.db.clone();
+        let size = self.read(move |_| db.size_on_disk().map_err(StoreError::unavailable)).await?;
+        let mut info = DatabaseInfo::new(self.backend());
+        info.schema_version = Some(u64::from(engine::FORMAT_VERSION));
+        info.size_bytes = Some(size);
+        info.details.insert("directory".into(), self.path.as_ref().map(|path| path.display().to_string()).into());
+        info.details.insert("recovered".into(), self.db.was_recovered().into());
+        Ok(info)
     }
 
     async fn session_user(

@@ -2,6 +2,7 @@
 
 mod audit;
 mod build;
+mod database;
 mod endpoint;
 mod ids;
 mod job;
@@ -15,6 +16,7 @@ pub use build::{
     Build, BuildFilter, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleOutcome, ModuleStatus, NewLogLine,
     OutcomeFilter,
 };
+pub use database::DatabaseInfo;
 pub use endpoint::{Endpoint, EndpointKind, EndpointSecret, SigningSecret, redact_url};
 pub use ids::{AuditId, BuildId, EndpointId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{

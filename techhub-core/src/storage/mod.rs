@@ -29,8 +29,8 @@ use serde_json::Value;
 
 pub use self::error::{Conflict, StoreError, StoreResult};
 use crate::model::{
-    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email,
-    Endpoint, EndpointId, Job, JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification,
+    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, DatabaseInfo,
+    Email, Endpoint, EndpointId, Job, JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification,
     NotificationCount, NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts,
     Settlement, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
 };
@@ -448,6 +448,14 @@ pub trait Storage:
 
     /// Checks that the backend answers (a cheap read). Fails with [`StoreError::Unavailable`] if not.
     async fn health(&self) -> StoreResult<()>;
+
+    /// Facts about the database, for operators: its kind, schema version, size and backend details.
+    ///
+    /// - The `kind` is [`Storage::backend`].
+    /// - The `schema_version` is the same on every call of one open store.
+    /// - The `details` hold no secret: no password and no connection string with credentials.
+    /// - It is answered without loading any user, job, build or notification.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo>;
 
     /// The user `user_id` if the session (token family) `family` is live at `now` — what authenticating a
     /// request reads — else `None` (the session ended, or the user is gone).

@@ -34,6 +34,7 @@ mod fixtures;
 mod jobs;
 mod model;
 mod notifications;
+mod system;
 mod tokens;
 mod users;
 
@@ -49,6 +50,7 @@ pub use self::endpoints::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
+pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
 use super::DynStorage;
@@ -167,6 +169,7 @@ macro_rules! conformance_tests {
             endpoints_insert_get_round_trip_and_duplicate,
             endpoints_update_is_versioned,
             endpoints_list_in_id_order_and_delete,
+            system_database_info_names_the_backend_and_keeps_its_version,
             audit_append_reads_back_in_order_and_never_replaces,
             audit_list_filters_and_pages_by_cursor,
             audit_prune_removes_only_older_entries,
