@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_FLAGS="$*"
-target="${CARGO_TARGET_DIR:-target}"
+# Absolute: the client generator runs its formatter (ruff, from the virtualenv) from another directory.
+target="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 venv="$target/api-venv"
 started=$(date +%s)
 

@@ -101,6 +101,8 @@ trees! {
     NotificationCounts = "notification_counts",
     /// Audit entry id → entry (JSON).
     Audit = "audit",
+    /// Endpoint id → notification endpoint (JSON).
+    Endpoints = "endpoints",
 }
 
 /// Every tree of the store, indexed by [`TreeId`].

@@ -3,8 +3,8 @@
 //! [`SledStore`] keeps everything in a sled 0.34 database: pure Rust, embedded, one process at a time (sled
 //! locks its directory). It passes TechHub's whole storage conformance suite.
 //!
-//! - **Trees.** One tree per aggregate (users, tokens, jobs, job artifacts, builds, build logs, notifications)
-//!   plus index trees: email → user id; tokens by user, by family and by expiry; queued jobs that are due, in
+//! - **Trees.** One tree per aggregate (users, tokens, jobs, job artifacts, builds, build logs, notifications,
+//!   endpoints) plus index trees: email → user id; tokens by user, by family and by expiry; queued jobs that are due, in
 //!   claim order; queued jobs not yet due, in `run_at` order; running jobs by lease end; finished jobs by state
 //!   and end; live jobs by unique key; jobs by creator; builds by project; and counters (jobs per queue and
 //!   state, active admins, notifications per channel and status).
@@ -56,6 +56,7 @@ mod audit;
 mod builds;
 mod claims;
 mod codec;
+mod endpoints;
 mod engine;
 mod job_index;
 mod jobs;

@@ -28,6 +28,7 @@
 
 mod audit;
 mod builds;
+mod endpoints;
 mod engine;
 mod jobs;
 mod notifications;
