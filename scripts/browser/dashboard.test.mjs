@@ -121,6 +121,7 @@ test("a job goes from queued to succeeded live, and a queued one is cancelled", 
   await jobRow(page, soon).waitFor({ timeout: WAIT });
   await jobRow(page, soon).getByRole("link").click();
   await page.getByRole("heading", { name: /^Job users.export/ }).waitFor();
+  await page.getByLabel("Payload").getByText('"format": "csv"').waitFor();
   await shot(page, "03-jobs");
   await page.close();
 });

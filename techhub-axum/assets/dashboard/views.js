@@ -239,7 +239,7 @@ function jobsView({ api, live, root, param }) {
         ["Created", time(job.created_at)], ["Run at", time(job.run_at)], ["Started", time(job.started_at)],
         ["Finished", time(job.finished_at)], ["Created by", job.created_by ? h("code", {}, job.created_by) : "the system"],
       ]),
-      h("p", { class: "muted" }, "The payload is not shown: the API never returns it (it may hold secrets)."),
+      h("h4", {}, "Payload (secrets redacted by the server)"), h("pre", { "aria-label": "Payload" }, JSON.stringify(job.payload ?? null, null, 2)),
       job.last_error ? [h("h4", {}, "Last error"), h("pre", {}, job.last_error)] : null,
       job.result !== null && job.result !== undefined ? [h("h4", {}, "Result"), h("pre", {}, JSON.stringify(job.result, null, 2))] : null,
       h("div", { class: "row-actions" }, actions(job),
