@@ -12,5 +12,8 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
+# The server binary the workspace run just built (with the `dashboard` feature the example enables).
+TECHHUB_SERVER_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/techhub-server"
+export TECHHUB_SERVER_BIN
 bash scripts/api-acceptance.sh "$@"
 bash scripts/browser-tests.sh "$@"
