@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Every test of the repository: the README's test command and what CI runs.
 #   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
-#   2. the HTTP black-box suite again on SQLite files, the default store of every real user.
-# Extra arguments go to both cargo runs (for example --locked).
+#   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
+#   3. the desktop app (its own workspace, examples/desktop): scripts/test-desktop.sh.
+# Extra arguments go to every cargo run (for example --locked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
+if [ "${TECHHUB_SKIP_DESKTOP:-}" = 1 ]; then
+  echo "== SKIPPED: the desktop app's tests (TECHHUB_SKIP_DESKTOP=1)"
+else
+  bash scripts/test-desktop.sh "$@"
+fi
