@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 
-packages=(libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev xvfb imagemagick pkg-config fonts-dejavu-core)
+packages=(libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev pkg-config fonts-dejavu-core xvfb imagemagick python3-xlib)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed" || missing+=("${package}")

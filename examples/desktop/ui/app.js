@@ -47,6 +47,9 @@ function button(label, onClick, className) {
 
 const short = (id) => String(id).slice(-8);
 
+// Resolves once the page has painted its current content (the frame after the next one has started).
+const afterPaint = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+
 // --- signing in --------------------------------------------------------------------------------------
 
 function show(user) {
@@ -60,7 +63,9 @@ function show(user) {
   const admin = user.role === 'admin';
   $('admin').hidden = !admin;
   document.querySelectorAll('[data-export], #sample-build').forEach((b) => { b.hidden = !admin; });
-  reload().then(() => emit('desktop:signed-in-view-shown', { email: user.email, jobs: jobs.size, builds: builds.size }))
+  reload()
+    .then(afterPaint)
+    .then(() => emit('desktop:signed-in-view-shown', { email: user.email, jobs: jobs.size, builds: builds.size }))
     .catch(fail);
 }
 
