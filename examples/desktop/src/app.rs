@@ -18,9 +18,11 @@ use std::path::PathBuf;
 
 use tauri::{AppHandle, Listener, Manager, RunEvent, Runtime, WebviewUrl, WebviewWindowBuilder};
 use techhub_core::TechHub;
+use techhub_core::auth::{JwtKeys, SigningKey};
 use techhub_core::builds::{BUILD_QUEUE, ProcessExecutor};
 use techhub_core::jobs::WorkerConfig;
 use techhub_store_sqlite::SqliteStore;
+use uuid::Uuid;
 
 use crate::plugin::{self, OpenError, OpenedHub};
 
@@ -66,7 +68,11 @@ pub fn open_hub<R: Runtime>(app: &AppHandle<R>) -> Result<OpenedHub, OpenError> 
         None => app.path().download_dir().unwrap_or_else(|_| data_dir.join("exports")),
     };
     let store = SqliteStore::open(data_dir.join("techhub.db"))?;
-    let hub = TechHub::builder().storage(store).build_executor(ProcessExecutor::new()).build()?;
+    // The session lives in this process's memory only (never on disk), so a key made at each start is
+    // exactly right: no secret to keep, and nothing signed outlives the process.
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let keys = JwtKeys::new(SigningKey::hs256("desktop", secret.as_bytes())?);
+    let hub = TechHub::builder().storage(store).jwt_keys(keys).build_executor(ProcessExecutor::new()).build()?;
     if let (Ok(email), Ok(password)) = (std::env::var("TECHHUB_ADMIN_EMAIL"), std::env::var("TECHHUB_ADMIN_PASSWORD")) {
         tauri::async_runtime::block_on(hub.users().ensure_admin(&email, &password))?;
     }

@@ -5,15 +5,19 @@
 //! `tauri::ipc::Channel`s the window handed to the `watch` command, which are ordered and cheaper than events.
 //! A user receives the events of what it owns, an admin everything, nobody anything while signed out. When
 //! the bus announces a change of the signed-in user, the session is checked again before the next event (a
-//! demoted admin stops receiving other users' events at once; a disabled or deleted user is signed out).
+//! demoted admin stops receiving other users' events at once; a disabled or deleted user is signed out), and
+//! it is checked every [`SESSION_CHECK`] anyway (an expired access token is refreshed then; a session that
+//! ended is signed out), as the WebSocket does.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, Runtime};
+use techhub_core::auth::Session;
 use techhub_core::events::{Event, EventKind, Topic};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use super::error::CommandError;
 use super::state::HubState;
 
 /// The Tauri event that carries state changes ([`EventView`]).
@@ -66,31 +70,38 @@ pub fn is_stream(kind: EventKind) -> bool {
     )
 }
 
+/// How often the signed-in session is checked again while events flow (or do not).
+pub const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Forwards `bus` to the app's windows until the task is aborted (by [`HubState::shutdown`]).
 pub(crate) async fn forward<R: Runtime>(app: AppHandle<R>, mut bus: broadcast::Receiver<Event>) {
+    let mut session_check = tokio::time::interval_at(tokio::time::Instant::now() + SESSION_CHECK, SESSION_CHECK);
+    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let event = match bus.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let _ = app.emit(LAGGED_EVENT, missed);
+        let event = tokio::select! {
+            _ = session_check.tick() => {
+                if app.state::<HubState>().last_session().is_some() {
+                    recheck(&app).await;
+                }
                 continue;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            event = bus.recv() => match event {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let _ = app.emit(LAGGED_EVENT, missed);
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
         };
         let state = app.state::<HubState>();
         let Some(mut session) = state.last_session() else { continue };
         if matches!(event.kind, EventKind::UserUpdated | EventKind::UserDeleted)
             && event.subject == *session.user.id.as_uuid()
         {
-            match state.session().await {
-                Ok(fresh) => {
-                    let _ = app.emit(SESSION_EVENT, &fresh.user);
-                    session = fresh;
-                }
-                Err(_) => {
-                    let _ = app.emit(SESSION_EVENT, ());
-                    continue;
-                }
+            match recheck(&app).await {
+                Some(fresh) => session = fresh,
+                None => continue,
             }
         }
         if !session.actor.may_access(event.owner) {
@@ -101,6 +112,26 @@ pub(crate) async fn forward<R: Runtime>(app: AppHandle<R>, mut bus: broadcast::R
             state.send_to_channels(&view);
         } else {
             let _ = app.emit(STATE_EVENT, &view);
+        }
+    }
+}
+
+/// Checks the session again and tells the window what it is now: the user, or `null` once it ended. When
+/// the check itself fails (the store is unavailable), the session as last checked stands.
+async fn recheck<R: Runtime>(app: &AppHandle<R>) -> Option<Session> {
+    let state = app.state::<HubState>();
+    match state.session().await {
+        Ok(fresh) => {
+            let _ = app.emit(SESSION_EVENT, &fresh.user);
+            Some(fresh)
+        }
+        Err(error) if error.code == CommandError::not_signed_in().code => {
+            let _ = app.emit(SESSION_EVENT, ());
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the session could not be checked");
+            state.last_session()
         }
     }
 }
