@@ -18,7 +18,8 @@ if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   ${sudo} apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive ${sudo} apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # With the recommended packages (Mesa's drivers among them): WebKitGTK is tested rendering that way.
+  ${sudo} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Shared with the root workspace: the crates both lock at the same versions are compiled once.
