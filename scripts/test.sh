@@ -5,7 +5,8 @@
 #   3. the OpenAPI document against the real server: schemathesis and a generated Python client
 #      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing);
 #   4. the dashboard in a real browser: Debian's chromium driven by playwright-core (scripts/browser-tests.sh,
-#      which installs chromium with apt and playwright-core with npm when missing).
+#      which installs chromium with apt and playwright-core with npm when missing);
+#   5. the desktop app (its own workspace, examples/desktop): scripts/test-desktop.sh.
 # Extra arguments go to every cargo run (for example --locked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +18,8 @@ TECHHUB_SERVER_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/techhub-s
 export TECHHUB_SERVER_BIN
 bash scripts/api-acceptance.sh "$@"
 bash scripts/browser-tests.sh "$@"
+if [ "${TECHHUB_SKIP_DESKTOP:-}" = 1 ]; then
+  echo "== SKIPPED: the desktop app's tests (TECHHUB_SKIP_DESKTOP=1)"
+else
+  bash scripts/test-desktop.sh "$@"
+fi
