@@ -17,6 +17,8 @@ mkdirSync(SHOTS, { recursive: true });
 let context;
 let profile;
 const problems = [];
+/** Every URL any page asked for, WebSockets included: a token must never be in one. */
+const urls = [];
 
 async function api(method, path, token, body) {
   const response = await fetch(`${BASE}${path}`, {
@@ -40,6 +42,8 @@ async function newPage(name) {
   page.on("console", (message) => { if (message.type() === "error") problems.push(`${name} console: ${message.text()}`); });
   page.on("pageerror", (error) => problems.push(`${name} page error: ${error.message}`));
   page.on("dialog", (dialog) => dialog.accept());
+  page.on("request", (request) => urls.push(request.url()));
+  page.on("websocket", (socket) => urls.push(socket.url()));
   return page;
 }
 
@@ -85,6 +89,9 @@ test("sign-in page, then the overview with live counts and the throughput chart"
   await page.locator("figure.chart svg").waitFor({ timeout: WAIT });
   await page.locator("[data-stat='jobs:queued']").waitFor();
   await shot(page, "01-overview");
+  // The tokens live in the page's memory only.
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+  assert.equal(stored, "{}{}", "nothing kept in storage or cookies");
   await page.close();
 });
 
@@ -254,6 +261,12 @@ test("the API reference page renders the served document", async () => {
   await page.locator(".opblock-tag").first().waitFor({ timeout: WAIT });
   await shot(page, "10-docs");
   await page.close();
+});
+
+test("no token ever appears in a URL", () => {
+  assert.ok(urls.some((url) => url.includes("/api/v1/events")), "the pages opened the events socket");
+  const leaking = urls.filter((url) => /eyJ|access_token|refresh_token/.test(url));
+  assert.deepEqual(leaking, []);
 });
 
 test("no console errors, page errors or failed requests on any page", () => {
