@@ -231,6 +231,10 @@ test("a user sees only its own jobs, and no admin view", async () => {
   const { job_id: adminJob } = await api("POST", "/api/v1/users/export", admin, { format: "csv" });
   const user = { email: `browser-${Date.now()}@example.com`, password: "a browser test passphrase" };
   await api("POST", "/api/v1/auth/register", null, { ...user, name: "Browser" });
+  // Its own build (an external executor's: users give no commands). Users cannot enqueue jobs over HTTP, so its
+  // job list holds only what the server did for it; the admin's jobs must not be there.
+  const userToken = await token(user);
+  const own = await api("POST", "/api/v1/builds", userToken, { project: "mine", modules: [{ name: "lint" }] });
   const page = await newPage("user");
   await signIn(page, user);
   for (const name of ["Users", "System", "Audit", "Queues"]) {
@@ -241,7 +245,6 @@ test("a user sees only its own jobs, and no admin view", async () => {
   await page.locator("table tbody tr").first().waitFor({ timeout: WAIT });
   assert.equal(await jobRow(page, adminJob).count(), 0, "the admin's job is not listed");
   const ids = await page.locator("table tbody tr[data-id]").evaluateAll((rows) => rows.map((row) => row.dataset.id));
-  const userToken = await token(user);
   for (const id of ids) {
     const job = await api("GET", `/api/v1/jobs/${id}`, userToken);
     assert.ok(job.id === id, "every listed job is readable by the user");
@@ -251,6 +254,11 @@ test("a user sees only its own jobs, and no admin view", async () => {
   await page.locator("#toast.show").waitFor({ timeout: WAIT });
   assert.equal(await page.getByRole("heading", { name: /^Job / }).count(), 0);
   await shot(page, "09-user-jobs");
+  // Builds too: its own, not the admin's.
+  await page.goto(`${BASE}/dashboard/#/builds`);
+  await jobRow(page, own.id).waitFor({ timeout: WAIT });
+  const builds = await page.locator("table tbody tr[data-id]").evaluateAll((rows) => rows.map((row) => row.dataset.id));
+  assert.deepEqual(builds, [own.id], "only the user's build is listed");
   await page.close();
 });
 
