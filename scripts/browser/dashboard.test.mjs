@@ -124,6 +124,11 @@ test("a job goes from queued to succeeded live, and a queued one is cancelled", 
   await waitingRow.locator(".badge.cancelled").waitFor({ timeout: WAIT });
   const job = await api("GET", `/api/v1/jobs/${waiting}`, admin);
   assert.equal(job.state, "cancelled");
+  // The tabs answer the keyboard: from "all", the right arrow twice reaches "running".
+  await page.getByRole("tab", { name: "all" }).focus();
+  await page.keyboard.press("ArrowRight");
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await page.getByRole("tab", { name: "running" }).getAttribute("aria-selected"), "true");
   await page.getByRole("tab", { name: "succeeded" }).click();
   await jobRow(page, soon).waitFor({ timeout: WAIT });
   await jobRow(page, soon).getByRole("link").click();

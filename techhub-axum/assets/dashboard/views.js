@@ -160,6 +160,15 @@ function jobsView({ api, live, root, param }) {
         pages.reset();
         load().catch(report);
       } }, name || "all")));
+  // Arrow keys move between the tabs, as in any tab list.
+  tabs.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+    const all = [...tabs.children];
+    const step = event.key === "ArrowRight" ? 1 : all.length - 1;
+    const next = all[(all.indexOf(document.activeElement) + step) % all.length];
+    next.focus();
+    next.click();
+  });
   const queueInput = h("input", { name: "queue", placeholder: "any queue" });
   const kindInput = h("input", { name: "kind", placeholder: "any kind" });
   const filterForm = h("form", { class: "toolbar", role: "search", onsubmit: (event) => {
