@@ -441,3 +441,37 @@ async fn deleting_an_endpoint_stops_its_pending_deliveries() {
     assert_eq!(record.last_error.as_deref(), Some("the endpoint was deleted"));
     assert!(record.deliveries.is_empty() && received.try_recv().is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_the_whole_window_is_disabled_and_announced() {
+    let clock = ManualClock::new(chrono::Utc::now());
+    let hub = hub_with(
+        config().retry_schedule(vec![Duration::ZERO]).disable_after(Duration::from_secs(3600)),
+        Some(clock.clone()),
+    );
+    let mut events = hub.subscribe();
+    let _workers = workers(&hub);
+    let (at, mut received) = receiver(vec![answer(500)]).await;
+    let (endpoint, _) = webhook(&hub, format!("http://{at}/"), &["build.failed"]).await;
+    let recipient = endpoint.id.to_string();
+
+    let first = hub.notifications().send(&Actor::System, Channel::Webhook, &recipient, "", "{}").await.expect("queued");
+    let record = settled(&hub, first.id, NotificationStatus::Failed).await;
+    assert_eq!(record.attempts, 2, "one attempt and one retry");
+    let failing = hub.notifications().get_endpoint(&Actor::System, endpoint.id).await.expect("read");
+    assert!(failing.enabled, "failing for less than the window keeps it enabled");
+    assert_eq!((failing.failure_streak, failing.failing_since), (2, Some(clock.now())));
+
+    clock.advance(Duration::from_secs(3600));
+    let second =
+        hub.notifications().send(&Actor::System, Channel::Webhook, &recipient, "", "{}").await.expect("queued");
+    let disabled = event_of(&mut events, EventKind::EndpointDisabled).await;
+    assert_eq!(disabled.data["endpoint_id"], recipient);
+    let record = settled(&hub, second.id, NotificationStatus::Failed).await;
+    assert_eq!(record.attempts, 1, "a disabled endpoint is not retried");
+    let stored = hub.notifications().get_endpoint(&Actor::System, endpoint.id).await.expect("read");
+    assert!(!stored.enabled && stored.disabled_reason.as_deref().is_some_and(|why| why.contains("failed since")));
+    for _ in 0..3 {
+        next(&mut received).await;
+    }
+}
