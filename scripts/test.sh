@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Every test of the repository: the README's test command and what CI runs.
 #   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
-#   2. the HTTP black-box suite again on SQLite files, the default store of every real user.
+#   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
+#   3. the webhook delivery suite again on SQLite and on sled.
 # Extra arguments go to both cargo runs (for example --locked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
+TECHHUB_TEST_STORE=sqlite cargo test -p techhub-core --test webhooks "$@"
+TECHHUB_TEST_STORE=sled cargo test -p techhub-core --test webhooks "$@"

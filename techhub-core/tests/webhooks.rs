@@ -1,7 +1,8 @@
 //! Webhook and Slack delivery end to end, with real receivers on 127.0.0.1 (axum servers inside the tests):
 //! Standard Webhooks signatures checked by an independent implementation (the `standardwebhooks` crate),
 //! retries with one `webhook-id`, 410 disabling, redirects refused, secret rotation, the SSRF guard at creation
-//! and at connect, Slack's 429 with `Retry-After`, and the rules from bus events to subscribed endpoints.
+//! and at connect, Slack's 429 with `Retry-After`, the failure window, and the rules from bus events to
+//! subscribed endpoints. `TECHHUB_TEST_STORE` picks the store (`memory`, `sqlite`, `sled`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use techhub_core::model::{
     Channel, Endpoint, EndpointKind, Notification, NotificationFilter, NotificationStatus, PageRequest,
 };
 use techhub_core::notify::{AddressPolicy, EMAIL_QUEUE, NewEndpoint};
+use techhub_core::storage::DynStorage;
 use techhub_core::{Actor, Config, ErrorKind, NotifyConfig, TechHub};
 use techhub_store_memory::MemoryStore;
 use tokio::sync::broadcast::Receiver;
@@ -92,8 +94,22 @@ fn config() -> NotifyConfig {
     ])
 }
 
+/// The store `TECHHUB_TEST_STORE` names (`memory`, the default, `sqlite` or `sled`), kept in a temporary
+/// directory that lives as long as the process (scripts/test.sh runs this suite on each).
+fn store() -> DynStorage {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
+    let path = dir.path().join(uuid::Uuid::now_v7().to_string());
+    match std::env::var("TECHHUB_TEST_STORE").as_deref() {
+        Ok("sqlite") => Arc::new(techhub_store_sqlite::SqliteStore::open(path).expect("SQLite opens")),
+        Ok("sled") => Arc::new(techhub_store_sled::SledStore::open(path).expect("sled opens")),
+        Ok("memory") | Err(_) => Arc::new(MemoryStore::new()),
+        Ok(other) => panic!("TECHHUB_TEST_STORE={other:?}: expected memory, sqlite or sled"),
+    }
+}
+
 fn hub_with(notify: NotifyConfig, clock: Option<ManualClock>) -> TechHub {
-    let mut builder = TechHub::builder().storage(MemoryStore::new()).config(Config::default().notify(notify));
+    let mut builder = TechHub::builder().shared_storage(store()).config(Config::default().notify(notify));
     if let Some(clock) = clock {
         builder = builder.clock(clock);
     }
