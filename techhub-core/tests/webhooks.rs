@@ -491,3 +491,38 @@ async fn an_endpoint_failing_for_the_whole_window_is_disabled_and_announced() {
         next(&mut received).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_is_mailed_to_the_configured_recipients_only() {
+    let outbox = techhub_core::notify::OutboxNotifier::new();
+    let recipients = vec![techhub_core::model::Email::parse("ops@example.com").expect("valid")];
+    let hub = TechHub::builder()
+        .shared_storage(store())
+        .notifier(outbox.clone())
+        .config(Config::default().notify(config().email_recipients(recipients)))
+        .build()
+        .expect("hub");
+    let _workers = workers(&hub);
+    fail_a_build(&hub, "web").await;
+    let mail = timeout(PATIENCE, async {
+        loop {
+            if let Some(mail) = outbox.last_to("ops@example.com") {
+                return mail;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("mailed in time");
+    assert_eq!(mail.subject, "[web] build failed on main");
+    assert!(
+        mail.text.contains("finished: failed")
+            && mail.html.as_deref().is_some_and(|html| html.contains("<strong>web</strong>"))
+    );
+    let mailed = notifications(&hub, Channel::Email).await;
+    assert_eq!(mailed.len(), 1, "one recipient, one message");
+    assert_eq!(
+        (mailed[0].event_type.as_deref(), mailed[0].template.as_deref()),
+        (Some("build.failed"), Some("build_finished"))
+    );
+}
