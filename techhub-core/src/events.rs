@@ -118,6 +118,9 @@ pub enum EventKind {
     /// A notification was delivered or gave up.
     #[serde(rename = "notification.updated")]
     NotificationUpdated,
+    /// A notification endpoint was disabled (it answered 410, or failed for the whole disable window).
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled,
 }
 
 impl EventKind {
@@ -150,7 +153,7 @@ impl EventKind {
             | Self::ModuleCancelled
             | Self::ModuleTimedOut
             | Self::BuildLog => Topic::Builds,
-            Self::NotificationUpdated => Topic::Notifications,
+            Self::NotificationUpdated | Self::EndpointDisabled => Topic::Notifications,
         }
     }
 }

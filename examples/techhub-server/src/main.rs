@@ -3,6 +3,7 @@
 //! and SIGTERM (in-flight requests finish, running jobs get their grace period).
 
 mod build_settings;
+mod notify_settings;
 mod secret_file;
 mod settings;
 
@@ -22,6 +23,7 @@ use techhub_store_sled::SledStore;
 use techhub_store_sqlite::SqliteStore;
 
 use crate::build_settings::BuildSettings;
+use crate::notify_settings::NotifySettings;
 use crate::settings::{LogFormat, Settings, StoreSetting};
 
 #[tokio::main]
@@ -40,8 +42,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let notify = match NotifySettings::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(notify) => notify,
+        Err(error) => {
+            eprintln!("techhub-server: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let log_ring = init_logging(&settings);
-    match run(settings, builds, log_ring).await {
+    match run(settings, builds, notify, log_ring).await {
         Ok(()) => ExitCode::SUCCESS,
         // A setting found unusable only at start (a store that cannot open, an admin address that belongs to
         // someone else, an unsafe secret file) is a configuration error like any other: exit 2.
@@ -82,6 +91,7 @@ fn init_logging(settings: &Settings) -> techhub_axum::LogRing {
 async fn run(
     settings: Settings,
     builds: BuildSettings,
+    notify: NotifySettings,
     log_ring: techhub_axum::LogRing,
 ) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?settings, ?builds, "starting");
@@ -89,6 +99,7 @@ async fn run(
     let secret = jwt_secret(&settings, data_dir.as_deref())?;
 
     let mut config = Config::default().builds(builds.config());
+    config.notify = notify.config(config.notify.clone());
     if let Some(url) = &settings.public_url {
         config.public_url = url.trim_end_matches('/').to_owned();
     }
@@ -122,6 +133,8 @@ async fn run(
         })?;
         tracing::info!(admin = %admin.email, "admin account ready");
     }
+
+    notify.ensure_slack_endpoint(&hub).await?;
 
     let mut worker_config =
         WorkerConfig::default().queue("default", settings.workers).queue("email", settings.workers.div_ceil(2));
