@@ -314,6 +314,10 @@ impl PeerInbox for HubInner {
     fn event(&self, event: Event) {
         self.events.deliver_from_peer(event);
     }
+
+    fn reconnected(&self) {
+        self.signals.wake_all();
+    }
 }
 
 impl fmt::Debug for TechHubBuilder {

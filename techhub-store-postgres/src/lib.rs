@@ -149,7 +149,7 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let peers = if options.share_between_instances {
-            Some(peers::PgPeers::start(config, connector, pool.clone()))
+            Some(peers::PgPeers::start(config, connector, pool.clone(), options.connect_timeout).await)
         } else {
             None
         };

@@ -60,14 +60,24 @@ impl std::fmt::Debug for PgPeers {
 }
 
 impl PgPeers {
-    /// Starts the sender and the listener (on the current tokio runtime).
-    pub(crate) fn start(config: tokio_postgres::Config, connector: Connector, pool: Pool) -> Arc<Self> {
+    /// Starts the sender and the listener (on the current tokio runtime), and waits until the listener
+    /// listens (at most `wait`; it keeps trying in the background after that), so that what other instances
+    /// send once `connect` returned is received.
+    pub(crate) async fn start(
+        config: tokio_postgres::Config,
+        connector: Connector,
+        pool: Pool,
+        wait: Duration,
+    ) -> Arc<Self> {
         let instance = Uuid::now_v7();
         let (outbox, pending) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(());
+        let (listening, is_listening) = watch::channel(false);
         let inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>> = Arc::default();
         tokio::spawn(send(instance, pending, pool));
-        tokio::spawn(listen(instance, config, connector, inboxes.clone(), stopped));
+        tokio::spawn(listen(instance, config, connector, inboxes.clone(), stopped, listening));
+        let mut is_listening = is_listening;
+        let _ = tokio::time::timeout(wait, is_listening.wait_for(|listening| *listening)).await;
         Arc::new(Self { instance, outbox, inboxes, _stop: stop })
     }
 
@@ -185,10 +195,11 @@ async fn listen(
     connector: Connector,
     inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>>,
     mut stopped: watch::Receiver<()>,
+    listening: watch::Sender<bool>,
 ) {
     let mut delay = Duration::from_millis(50);
     loop {
-        let session = listen_once(instance, &config, &connector, &inboxes, &mut delay);
+        let session = listen_once(instance, &config, &connector, &inboxes, &mut delay, &listening);
         tokio::select! {
             outcome = session => {
                 if let Err(error) = outcome {
@@ -211,6 +222,7 @@ async fn listen_once(
     connector: &Connector,
     inboxes: &Mutex<Vec<Weak<dyn PeerInbox>>>,
     delay: &mut Duration,
+    listening: &watch::Sender<bool>,
 ) -> Result<(), tokio_postgres::Error> {
     let (notifications, mut incoming) = mpsc::unbounded_channel();
     let client = match connector {
@@ -248,6 +260,14 @@ async fn listen_once(
     };
     client.batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {EVENTS_CHANNEL}")).await?;
     *delay = Duration::from_millis(50);
+    // Listening again after a lost connection: whatever was signalled meanwhile was missed.
+    if listening.send_replace(true) {
+        let targets: Vec<Arc<dyn PeerInbox>> =
+            inboxes.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect();
+        for inbox in targets {
+            inbox.reconnected();
+        }
+    }
     // Ends when the connection does (its task drops the sender).
     while let Some(notification) = incoming.recv().await {
         let Some((from, body)) = notification.payload().split_once('\n') else { continue };

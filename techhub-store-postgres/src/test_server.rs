@@ -158,6 +158,13 @@ impl TestServer {
         TestDatabase { url: self.url(&name), name, admin_url: self.url("postgres") }
     }
 
+    /// A new database with no schema at all (for tests of the migrations); dropped when the guard is.
+    pub async fn empty_database(&self) -> TestDatabase {
+        let name = format!("techhub_{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::Relaxed));
+        self.admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("an empty database");
+        TestDatabase { url: self.url(&name), name, admin_url: self.url("postgres") }
+    }
+
     async fn make_template(&self) -> String {
         let name = format!("techhub_template_{}", std::process::id());
         self.admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("the template database");

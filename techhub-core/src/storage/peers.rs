@@ -38,4 +38,8 @@ pub trait PeerInbox: Send + Sync {
     /// Another instance published `event`: deliver it to this instance's subscribers (it gets this bus's next
     /// sequence number, and is not passed back to the peers).
     fn event(&self, event: Event);
+
+    /// The link to the other instances was down and is back: wake-ups sent meanwhile were missed, so every
+    /// idle worker should look for due jobs once.
+    fn reconnected(&self);
 }
