@@ -51,7 +51,7 @@ pub(crate) async fn insert_jobs<C: GenericClient + Sync>(client: &C, jobs: Vec<J
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut inserted = insert_rows(client, &jobs).await?;
+    let mut inserted = insert_rows(client, &jobs, true).await?;
     let mut stored = Vec::with_capacity(jobs.len());
     for job in jobs {
         // Taken out once used: a batch that names one id twice inserted it once, and the second is a duplicate.
@@ -71,7 +71,7 @@ pub(crate) async fn insert_jobs<C: GenericClient + Sync>(client: &C, jobs: Vec<J
             if load(client, job.id, false).await?.is_some() {
                 return Err(Conflict::Duplicate.into());
             }
-            if insert_rows(client, std::slice::from_ref(&job)).await?.contains(job.id.as_uuid()) {
+            if insert_rows(client, std::slice::from_ref(&job), true).await?.contains(job.id.as_uuid()) {
                 stored.push(job);
                 break;
             }
@@ -80,8 +80,14 @@ pub(crate) async fn insert_jobs<C: GenericClient + Sync>(client: &C, jobs: Vec<J
     Ok(stored)
 }
 
-/// Inserts the rows that conflict with nothing, in one statement; returns the ids inserted.
-async fn insert_rows<C: GenericClient + Sync>(client: &C, jobs: &[Job]) -> StoreResult<HashSet<Uuid>> {
+/// Inserts the rows in one statement and returns the ids inserted. With `skip_conflicts`, rows that conflict
+/// (a live key, an existing id) are skipped; without, any conflict fails the statement ([`Conflict::Duplicate`])
+/// and nothing is inserted.
+async fn insert_rows<C: GenericClient + Sync>(
+    client: &C,
+    jobs: &[Job],
+    skip_conflicts: bool,
+) -> StoreResult<HashSet<Uuid>> {
     let ids: Vec<Uuid> = jobs.iter().map(|job| *job.id.as_uuid()).collect();
     let queues: Vec<&str> = jobs.iter().map(|job| job.queue.as_str()).collect();
     let kinds: Vec<&str> = jobs.iter().map(|job| job.kind.as_str()).collect();
@@ -140,8 +146,8 @@ async fn insert_rows<C: GenericClient + Sync>(client: &C, jobs: &[Job]) -> Store
         "INSERT INTO jobs ({columns}) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::integer[], $7::integer[], $8::integer[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
          $12::timestamptz[], $13::smallint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-         $19::bigint[], $20::uuid[], $21::text[], $22::text[], $23::timestamptz[], $24::boolean[]) \
-         ON CONFLICT DO NOTHING RETURNING id"
+         $19::bigint[], $20::uuid[], $21::text[], $22::text[], $23::timestamptz[], $24::boolean[]) {} RETURNING id",
+        if skip_conflicts { "ON CONFLICT DO NOTHING" } else { "" }
     );
     let inserted = query(client, &sql, &params).await?;
     inserted.iter().map(|row| rows::get::<Uuid>(row, 0)).collect()
@@ -293,6 +299,15 @@ impl JobStore for PostgresStore {
     }
 
     async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+        if jobs.iter().all(|job| job.unique_key.is_none()) {
+            // Without keys only an id can conflict, and a conflicting id fails the one statement as a whole:
+            // the batch is atomic without a transaction around it (one round trip).
+            let client = self.client().await?;
+            let inserted = insert_rows(&client, &jobs, false).await?;
+            debug_assert_eq!(inserted.len(), jobs.len());
+            self.announce(&jobs);
+            return Ok(jobs);
+        }
         let mut client = self.client().await?;
         let transaction = client.transaction().await.db()?;
         let stored = insert_jobs(&transaction, jobs).await?;
