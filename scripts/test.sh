@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every test of the repository: the README's test command and what CI runs.
 #   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
-#   2. the HTTP black-box suite again on SQLite files, the default store of every real user.
-# Extra arguments go to both cargo runs (for example --locked).
+#   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
+#   3. the OpenAPI document against the real server: schemathesis and a generated Python client
+#      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing).
+# Extra arguments go to every cargo run (for example --locked).
 #
 # The PostgreSQL store's tests start a real server themselves with Debian's `initdb` and `pg_ctl` (package
 # `postgresql`), unless TECHHUB_TEST_POSTGRES_URL names an existing server. When neither is there, the
@@ -21,3 +23,4 @@ fi
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
+bash scripts/api-acceptance.sh "$@"

@@ -22,7 +22,7 @@ pub struct ModuleView {
     /// Modules that must finish well first.
     pub depends_on: Vec<String>,
     /// `pending`, `running`, `succeeded`, `failed`, `skipped`, `cancelled` or `timed_out`.
-    #[schema(value_type = String, example = "running")]
+    #[schema(value_type = crate::schema_names::ModuleStatusName, example = "running")]
     pub status: ModuleStatus,
     /// A failure neither fails the build nor blocks dependents.
     pub allow_failure: bool,
@@ -78,7 +78,7 @@ pub struct BuildView {
     #[serde(rename = "ref")]
     pub git_ref: String,
     /// `queued`, `running`, `succeeded`, `failed`, `cancelled` or `timed_out`.
-    #[schema(value_type = String, example = "running")]
+    #[schema(value_type = crate::schema_names::BuildStatusName, example = "running")]
     pub status: BuildStatus,
     /// Higher runs first.
     pub priority: i32,
@@ -149,7 +149,7 @@ pub struct LogLineView {
     /// The module that wrote it.
     pub module: Option<String>,
     /// `stdout`, `stderr` or `system`.
-    #[schema(value_type = String, example = "stdout")]
+    #[schema(value_type = crate::schema_names::LogStreamName, example = "stdout")]
     pub stream: LogStream,
     /// The text.
     pub text: String,
@@ -238,7 +238,7 @@ pub struct ModuleStatsView {
     /// How long runs took.
     pub duration_ms: PercentilesView,
     /// How it ended in the newest finished build.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::schema_names::ModuleStatusName)]
     pub last_status: ModuleStatus,
     /// Refs on which it both failed and succeeded.
     pub flaky: u64,
@@ -264,7 +264,7 @@ pub struct ModuleStateView {
     /// The module.
     pub name: String,
     /// Its status.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::schema_names::ModuleStatusName)]
     pub status: ModuleStatus,
     /// Its progress.
     pub progress: u8,
@@ -294,7 +294,7 @@ pub struct ProjectProgressView {
     /// Its newest build.
     pub latest_build_id: Uuid,
     /// That build's status.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::schema_names::BuildStatusName)]
     pub status: BuildStatus,
     /// That build's progress.
     pub progress: u8,
@@ -323,7 +323,7 @@ pub struct ModuleRunView {
     #[serde(rename = "ref")]
     pub git_ref: String,
     /// How it ended.
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::schema_names::ModuleStatusName)]
     pub status: ModuleStatus,
     /// How long it ran.
     pub duration_ms: Option<u64>,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::client_address::Cidr;
+use crate::log_ring::LogRing;
 
 /// Settings of [`router`](crate::router).
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct HttpConfig {
     /// user takes effect within this time even when no event announces it (500 ms). Changes announced on the
     /// event bus (the user's own `user.updated` or `user.deleted`) are applied before the next event.
     pub ws_session_check: Duration,
+    /// The ring of recent log records that `GET /api/v1/system/logs` reads; install its
+    /// [`layer`](LogRing::layer) in the tracing subscriber. `None`: the route answers an empty list.
+    pub log_ring: Option<LogRing>,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +53,7 @@ impl Default for HttpConfig {
             ws_max_message: 4 * 1024,
             ws_auth_timeout: Duration::from_secs(3),
             ws_session_check: Duration::from_millis(500),
+            log_ring: None,
         }
     }
 }

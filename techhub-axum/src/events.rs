@@ -103,7 +103,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// Live events (WebSocket upgrade).
 #[utoipa::path(get, path = "/api/v1/events", tag = "realtime", params(EventsQuery),
     responses((status = 101, description = "Switching to the WebSocket protocol"),
-              (status = 401, description = "Invalid access token", body = Problem)))]
+              (status = 400, description = "Not a WebSocket handshake (no `Connection: upgrade`, `Upgrade: websocket`, key or version 13)", body = Problem),
+              (status = 401, description = "Invalid access token", body = Problem),
+              (status = 426, description = "The connection cannot be upgraded", body = Problem)))]
 async fn events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EventsQuery>,

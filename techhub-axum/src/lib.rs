@@ -30,10 +30,13 @@ mod config;
 mod events;
 mod extract;
 mod layers;
+mod log_ring;
 mod metrics_export;
 mod problem;
 mod rate_limit;
 mod routes;
+mod schema_names;
+mod shared_responses;
 mod state;
 mod views;
 
@@ -61,9 +64,14 @@ pub use crate::build_views::{
 pub use crate::client_address::{Cidr, CidrError, ClientInfo};
 pub use crate::config::HttpConfig;
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
+pub use crate::log_ring::{LogLevel, LogRecord, LogRing, LogRingLayer};
 pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
 pub use crate::routes::audit::AuditEntryView;
 pub use crate::routes::sessions::SessionView;
+pub use crate::routes::system::{
+    BuildCountsView, DatabaseView, JobCountsView, NotificationCountsView, StoreSummaryView, SystemInfoView,
+    SystemStatsView, UserCountsView,
+};
 pub use crate::state::AppState;
 pub use crate::views::{JobAccepted, JobView, PageView, QueueView, TokenPairView, UserView};
 
@@ -79,7 +87,8 @@ const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 pub fn router(hub: TechHub, config: HttpConfig) -> Router {
     let auth_limiter =
         rate_limit::AddressLimiter::per_minute(config.auth_rate_limit_per_minute, config.trusted_proxies.clone());
-    let (router, openapi) = api_router(&config, auth_limiter.clone()).split_for_parts();
+    let (router, mut openapi) = api_router(&config, auth_limiter.clone()).split_for_parts();
+    shared_responses::complete(&mut openapi);
     let openapi = openapi.to_json().expect("the OpenAPI document serializes");
     if let Some(limiter) = &auth_limiter {
         let limiter = Arc::downgrade(limiter);
@@ -95,14 +104,22 @@ pub fn router(hub: TechHub, config: HttpConfig) -> Router {
     }
     metrics_export::handle();
     let https = hub.config().public_url.starts_with("https://");
-    let state = AppState { hub, config: Arc::new(config.clone()), started: Instant::now(), openapi: Arc::new(openapi) };
+    let state = AppState {
+        hub,
+        config: Arc::new(config.clone()),
+        started: Instant::now(),
+        started_at: chrono::Utc::now(),
+        openapi: Arc::new(openapi),
+    };
     let router = router.with_state(state).fallback(|| async { Problem::no_route() });
     with_layers(router, &config, https)
 }
 
 /// The OpenAPI document of [`router`], as a value (for tools and tests).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router(&HttpConfig::default(), None).into_openapi()
+    let mut document = api_router(&HttpConfig::default(), None).into_openapi();
+    shared_responses::complete(&mut document);
+    document
 }
 
 /// Every route, with its per-group layers, and the document they make.

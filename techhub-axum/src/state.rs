@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+
 use techhub_core::TechHub;
 
 use crate::config::HttpConfig;
@@ -16,6 +18,8 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// When this router was built (for `uptime_s`).
     pub started: Instant,
+    /// When this router was built, as a time.
+    pub started_at: DateTime<Utc>,
     /// The OpenAPI document, serialized once.
     pub openapi: Arc<String>,
 }

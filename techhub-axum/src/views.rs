@@ -20,7 +20,7 @@ pub struct UserView {
     /// Its display name.
     pub name: String,
     /// `user` or `admin`.
-    #[schema(value_type = String, example = "user")]
+    #[schema(value_type = crate::schema_names::RoleName, example = "user")]
     pub role: Role,
     /// Whether it may sign in.
     pub active: bool,
@@ -55,6 +55,7 @@ pub struct TokenPairView {
     /// The refresh token: single use, exchanged at `/api/v1/auth/refresh`.
     pub refresh_token: String,
     /// Always `Bearer`.
+    #[schema(value_type = crate::schema_names::TokenTypeName)]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: u64,
@@ -93,7 +94,7 @@ pub struct JobView {
     /// Its handler's name.
     pub kind: String,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    #[schema(value_type = String, example = "queued")]
+    #[schema(value_type = crate::schema_names::JobStateName, example = "queued")]
     pub state: JobState,
     /// Higher runs first.
     pub priority: i32,

@@ -93,6 +93,11 @@ impl TechHub {
         crate::audit::AuditService::new(self.clone())
     }
 
+    /// Operators' views: counts of everything, and the database (admins).
+    pub fn system(&self) -> crate::system::SystemService {
+        crate::system::SystemService::new(self.clone())
+    }
+
     /// The authentication service: sign-in, sessions, password reset and change, email verification.
     pub fn auth(&self) -> AuthService {
         AuthService::new(self.clone())

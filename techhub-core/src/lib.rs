@@ -89,6 +89,7 @@ pub mod jobs;
 pub mod model;
 pub mod notify;
 pub mod storage;
+pub mod system;
 pub mod users;
 
 pub use actor::Actor;

@@ -7,7 +7,7 @@
 //! - jobs in a `DashMap` by id (reads take no global lock), plus one mutex-guarded index of ordered sets per
 //!   queue: claims take the head of `(priority desc, run_at, id)` in O(log n), never scanning jobs, and
 //!   counts by queue and state are kept as counters (O(1));
-//! - users, tokens, builds and notifications in maps behind short-held locks, which also make the writes that
+//! - users, tokens, builds, notifications and endpoints in maps behind short-held locks, which also make the writes that
 //!   touch several aggregates (a user and its follow-up jobs) atomic.
 //!
 //! Locks are always taken in one order (users, tokens, builds, notifications, then the job index, then a job's
@@ -24,6 +24,7 @@
 
 mod audit;
 mod builds;
+mod endpoints;
 mod jobs;
 mod notifications;
 mod paging;
@@ -33,6 +34,7 @@ mod users;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use techhub_core::model::DatabaseInfo;
 use techhub_core::storage::{Storage, StoreResult};
 
 /// TechHub storage in process memory. Nothing survives the process.
@@ -42,6 +44,7 @@ pub struct MemoryStore {
     tokens: Mutex<tokens::TokenTables>,
     builds: RwLock<builds::BuildTables>,
     notifications: RwLock<notifications::NotificationTables>,
+    endpoints: RwLock<endpoints::EndpointTable>,
     jobs: jobs::JobTables,
     audit: RwLock<audit::AuditTable>,
 }
@@ -61,6 +64,13 @@ impl Storage for MemoryStore {
 
     async fn health(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    /// Nothing on disk: no schema version and no size.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo> {
+        let mut info = DatabaseInfo::new(self.backend());
+        info.details.insert("persistent".into(), false.into());
+        Ok(info)
     }
 }
 

@@ -39,6 +39,7 @@
 mod audit;
 mod builds;
 mod db;
+mod endpoints;
 mod jobs;
 mod notifications;
 mod peers;
@@ -57,7 +58,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use techhub_core::model::{TokenFamilyId, User, UserId};
+use techhub_core::model::{DatabaseInfo, TokenFamilyId, User, UserId};
 use techhub_core::storage::{Peers, Storage, StoreError, StoreResult};
 
 use crate::db::Db;
@@ -210,6 +211,30 @@ impl Storage for PostgresStore {
             Ok(result) => result,
             Err(elapsed) => Err(StoreError::unavailable(elapsed)),
         }
+    }
+
+    /// The schema version from `techhub_schema`, the database's size from `pg_database_size`, and the
+    /// server's version and the pool's state as details (never the URL: it may hold a password).
+    async fn database_info(&self) -> StoreResult<DatabaseInfo> {
+        let client = self.client().await?;
+        let row = db::query_one(
+            &client,
+            "SELECT (SELECT version FROM techhub_schema), pg_database_size(current_database()), \
+             current_setting('server_version'), current_database()",
+            &[],
+        )
+        .await?;
+        let mut info = DatabaseInfo::new(self.backend());
+        info.schema_version = Some(u64::try_from(rows::get::<i32>(&row, 0)?).unwrap_or_default());
+        info.size_bytes = Some(rows::unsigned(rows::get(&row, 1)?));
+        info.details.insert("server_version".into(), rows::get::<String>(&row, 2)?.into());
+        info.details.insert("database".into(), rows::get::<String>(&row, 3)?.into());
+        info.details.insert("latest_schema_version".into(), schema::CURRENT_VERSION.into());
+        let status = self.pool.status();
+        info.details.insert("pool_size".into(), status.size.into());
+        info.details.insert("pool_max_size".into(), status.max_size.into());
+        info.details.insert("shares_between_instances".into(), self.peers.is_some().into());
+        Ok(info)
     }
 
     /// Both reads in one statement: a request's authentication is one round trip, and nothing is cached, so a

@@ -12,7 +12,8 @@ use crate::db::{Client, Db};
 const MIGRATION_LOCK: i64 = 0x0074_6563_6868_7562;
 
 /// Each entry takes the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id uuid PRIMARY KEY,
     email text NOT NULL CONSTRAINT users_email_key UNIQUE,
@@ -204,7 +205,16 @@ CREATE TABLE peer_events (
     payload text NOT NULL
 );
 CREATE INDEX peer_events_created ON peer_events (created_at);
-"#];
+"#,
+    r#"
+-- Notification endpoints (webhook and Slack targets): a small collection, read by id or listed whole.
+CREATE TABLE endpoints (
+    id uuid PRIMARY KEY,
+    version bigint NOT NULL,
+    record text NOT NULL
+);
+"#,
+];
 
 /// The schema version this code writes.
 pub(crate) const CURRENT_VERSION: i32 = MIGRATIONS.len() as i32;

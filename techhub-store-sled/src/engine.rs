@@ -101,6 +101,8 @@ trees! {
     NotificationCounts = "notification_counts",
     /// Audit entry id → entry (JSON).
     Audit = "audit",
+    /// Endpoint id → notification endpoint (JSON).
+    Endpoints = "endpoints",
 }
 
 /// Every tree of the store, indexed by [`TreeId`].
@@ -116,7 +118,7 @@ impl Index<TreeId> for Trees {
 }
 
 /// The layout this code writes, kept in the `meta` tree.
-const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format";
 
 impl Trees {

@@ -3,8 +3,8 @@
 //! [`SledStore`] keeps everything in a sled 0.34 database: pure Rust, embedded, one process at a time (sled
 //! locks its directory). It passes TechHub's whole storage conformance suite.
 //!
-//! - **Trees.** One tree per aggregate (users, tokens, jobs, job artifacts, builds, build logs, notifications)
-//!   plus index trees: email → user id; tokens by user, by family and by expiry; queued jobs that are due, in
+//! - **Trees.** One tree per aggregate (users, tokens, jobs, job artifacts, builds, build logs, notifications,
+//!   endpoints) plus index trees: email → user id; tokens by user, by family and by expiry; queued jobs that are due, in
 //!   claim order; queued jobs not yet due, in `run_at` order; running jobs by lease end; finished jobs by state
 //!   and end; live jobs by unique key; jobs by creator; builds by project; and counters (jobs per queue and
 //!   state, active admins, notifications per channel and status).
@@ -56,6 +56,7 @@ mod audit;
 mod builds;
 mod claims;
 mod codec;
+mod endpoints;
 mod engine;
 mod job_index;
 mod jobs;
@@ -77,7 +78,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use options::{FlushPolicy, SledOptions};
-use techhub_core::model::{TokenFamilyId, User, UserId};
+use techhub_core::model::{DatabaseInfo, TokenFamilyId, User, UserId};
 use techhub_core::storage::{Storage, StoreError, StoreResult};
 
 use crate::engine::{Sled, Trees};
@@ -189,6 +190,18 @@ impl Storage for SledStore {
         // A read that goes through sled's page cache; any failure means the store cannot serve now.
         let db = self.db.clone();
         self.read(move |_| db.get(b"health").map(drop).map_err(StoreError::unavailable)).await
+    }
+
+    /// The layout (format) version, the size on disk and the directory.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo> {
+        let db = self.db.clone();
+        let size = self.read(move |_| db.size_on_disk().map_err(StoreError::unavailable)).await?;
+        let mut info = DatabaseInfo::new(self.backend());
+        info.schema_version = Some(u64::from(engine::FORMAT_VERSION));
+        info.size_bytes = Some(size);
+        info.details.insert("directory".into(), self.path.as_ref().map(|path| path.display().to_string()).into());
+        info.details.insert("recovered".into(), self.db.was_recovered().into());
+        Ok(info)
     }
 
     async fn session_user(

@@ -28,6 +28,7 @@
 
 mod audit;
 mod builds;
+mod endpoints;
 mod engine;
 mod jobs;
 mod notifications;
@@ -42,7 +43,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use engine::{Durability, SqliteOptions};
-use techhub_core::model::{TokenFamilyId, User, UserId};
+use techhub_core::model::{DatabaseInfo, TokenFamilyId, User, UserId};
 use techhub_core::storage::{Storage, StoreResult};
 
 /// TechHub storage in a SQLite database.
@@ -120,6 +121,41 @@ impl Storage for SqliteStore {
         };
         self.engine.read(probe).await?;
         self.engine.write(probe).await
+    }
+
+    /// The schema version (`PRAGMA user_version`), the pages and the files: the database, and its WAL.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo> {
+        let pragmas = self
+            .engine
+            .read(|connection| {
+                let pragma = |name: &str| connection.pragma_query_value(None, name, |row| row.get::<_, i64>(0)).sql();
+                Ok([pragma("user_version")?, pragma("page_size")?, pragma("page_count")?, pragma("freelist_count")?])
+            })
+            .await?;
+        let [user_version, page_size, page_count, freelist_count] =
+            pragmas.map(|value| u64::try_from(value).unwrap_or(0));
+        let mut info = DatabaseInfo::new(self.backend());
+        info.schema_version = Some(user_version);
+        info.details.insert("page_size".into(), page_size.into());
+        info.details.insert("page_count".into(), page_count.into());
+        info.details.insert("freelist_count".into(), freelist_count.into());
+        info.details.insert("latest_schema_version".into(), schema::CURRENT_VERSION.into());
+        let Some(path) = &self.path else {
+            info.size_bytes = Some(page_size * page_count);
+            info.details.insert("file".into(), ":memory:".into());
+            return Ok(info);
+        };
+        let file_size = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::fs::metadata(name).map_or(0, |metadata| metadata.len())
+        };
+        let (database, wal) = (file_size(""), file_size("-wal"));
+        info.size_bytes = Some(database + wal);
+        info.details.insert("file".into(), path.display().to_string().into());
+        info.details.insert("file_bytes".into(), database.into());
+        info.details.insert("wal_bytes".into(), wal.into());
+        Ok(info)
     }
 }
 

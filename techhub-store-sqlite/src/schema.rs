@@ -159,6 +159,14 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 CREATE INDEX IF NOT EXISTS audit_user ON audit(user_id, id);
 CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor_id, id);
 "#,
+    r#"
+-- Notification endpoints (webhook and Slack targets): a small collection, read by id or listed whole.
+CREATE TABLE IF NOT EXISTS endpoints (
+    id BLOB PRIMARY KEY,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this code writes.

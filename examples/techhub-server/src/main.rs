@@ -41,8 +41,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings);
-    match run(settings, builds).await {
+    let log_ring = init_logging(&settings);
+    match run(settings, builds, log_ring).await {
         Ok(()) => ExitCode::SUCCESS,
         // A setting found unusable only at start (a store that cannot open, an admin address that belongs to
         // someone else, an unsafe secret file) is a configuration error like any other: exit 2.
@@ -59,16 +59,32 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::new(&settings.log_filter);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// How many recent log records `GET /api/v1/system/logs` can show.
+const LOG_RING_CAPACITY: usize = 2000;
+
+/// Logs to stderr (pretty or JSON) and into a ring of recent records for the system routes and the dashboard,
+/// both through the `TECHHUB_LOG` filter; returns the ring.
+fn init_logging(settings: &Settings) -> techhub_axum::LogRing {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let ring = techhub_axum::LogRing::new(LOG_RING_CAPACITY);
+    let filter = || tracing_subscriber::EnvFilter::new(&settings.log_filter);
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = match settings.log_format {
+        LogFormat::Pretty => output.with_filter(filter()).boxed(),
+        LogFormat::Json => output.json().with_filter(filter()).boxed(),
+    };
+    tracing_subscriber::registry().with(output).with(ring.layer().with_filter(filter())).init();
+    ring
 }
 
-async fn run(settings: Settings, builds: BuildSettings) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    settings: Settings,
+    builds: BuildSettings,
+    log_ring: techhub_axum::LogRing,
+) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?settings, ?builds, "starting");
     let (storage, data_dir) = open_store(&settings.store).await?;
     let secret = jwt_secret(&settings, data_dir.as_deref())?;
@@ -126,6 +142,7 @@ async fn run(settings: Settings, builds: BuildSettings) -> Result<(), Box<dyn st
         cors_origins: settings.cors_origins.clone(),
         auth_rate_limit_per_minute: settings.auth_rate_limit,
         trusted_proxies: settings.trusted_proxies.clone(),
+        log_ring: Some(log_ring),
         ..techhub_axum::HttpConfig::default()
     };
     let app = techhub_axum::router(hub.clone(), http);

@@ -107,7 +107,7 @@ pub(crate) struct BuildListQuery {
     /// Only this project.
     pub project: Option<String>,
     /// Only this status.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema_names::BuildStatusName>)]
     pub status: Option<BuildStatus>,
     /// Items per page (default 50, at most 500).
     pub limit: Option<usize>,
@@ -122,7 +122,7 @@ pub(crate) struct AppendLogRequest {
     /// The module that wrote them.
     pub module: String,
     /// `stdout` or `stderr`.
-    #[schema(value_type = String, example = "stdout")]
+    #[schema(value_type = crate::schema_names::ExecutorStreamName, example = "stdout")]
     pub stream: LogStream,
     /// The lines, without line ends.
     pub lines: Vec<String>,

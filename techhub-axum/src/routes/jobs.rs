@@ -25,7 +25,7 @@ pub(crate) struct JobListQuery {
     /// Only this queue.
     pub queue: Option<String>,
     /// Only this state.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema_names::JobStateName>)]
     pub state: Option<JobState>,
     /// Only this kind.
     pub kind: Option<String>,
@@ -126,7 +126,8 @@ async fn get_job(
 /// The file a succeeded job produced (an export), with its content type.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/artifact", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The job's id")),
-    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The file, with `content-disposition: attachment`",
+                content((String = "text/csv"), (Vec<Object> = "application/json"))),
               (status = 404, description = "No file (yet)", body = Problem)))]
 async fn artifact(
     State(state): State<AppState>,

@@ -40,11 +40,26 @@ pub(crate) struct AdminPatch {
     pub email: Option<String>,
     /// `user` or `admin`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::schema_names::RoleName>)]
     pub role: Option<Role>,
     /// Enable or disable (disabling ends every session).
     #[serde(default)]
     pub active: Option<bool>,
+}
+
+/// One user of a JSON import.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Documents the body the core parses; never built here.
+pub(crate) struct ImportUser {
+    /// The address.
+    pub email: String,
+    /// The display name.
+    pub name: Option<String>,
+    /// `user` (default) or `admin`.
+    #[schema(value_type = Option<crate::schema_names::RoleName>)]
+    pub role: Option<String>,
+    /// A password; without one the user is invited (mailed a link to choose one).
+    pub password: Option<String>,
 }
 
 /// Filters of the user list.
@@ -52,7 +67,7 @@ pub(crate) struct AdminPatch {
 #[into_params(parameter_in = Query)]
 pub(crate) struct UserListQuery {
     /// Only this role.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema_names::RoleName>)]
     pub role: Option<Role>,
     /// Only active or disabled users.
     pub active: Option<bool>,
@@ -69,7 +84,7 @@ pub(crate) struct UserListQuery {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExportRequest {
     /// `csv` or `json`.
-    #[schema(value_type = String, example = "csv")]
+    #[schema(value_type = crate::schema_names::TransferFormatName, example = "csv")]
     pub format: TransferFormat,
 }
 
@@ -195,7 +210,9 @@ async fn delete_user(
 /// Imports users from CSV (`email,name,role[,password]`) or a JSON array (admins). Rows without a password
 /// get an invitation email. Follow the job for the report.
 #[utoipa::path(post, path = "/api/v1/users/import", tag = "users", security(("bearer" = [])),
-    request_body(content = String, content_type = "text/csv", description = "CSV, or a JSON array as application/json"),
+    request_body(description = "CSV with the header `email,name,role[,password]`, or a JSON array of users",
+        content((String = "text/csv", example = "email,name,role\ngrace@example.com,Grace,user\n"),
+                (Vec<ImportUser> = "application/json"))),
     responses((status = 202, description = "Import job accepted", body = JobAccepted),
               (status = 403, description = "Not an admin", body = Problem),
               (status = 413, description = "Over 32 MiB", body = Problem),

@@ -95,6 +95,10 @@ uuid_id!(
     NotificationId
 );
 uuid_id!(
+    /// Identifies a notification [`Endpoint`](crate::model::Endpoint) (a webhook or Slack target).
+    EndpointId
+);
+uuid_id!(
     /// Identifies an audit log entry (its time order is the log's order).
     AuditId
 );

@@ -2,6 +2,8 @@
 
 mod audit;
 mod build;
+mod database;
+mod endpoint;
 mod ids;
 mod job;
 mod notification;
@@ -14,12 +16,14 @@ pub use build::{
     Build, BuildFilter, BuildOutcome, BuildStatus, LogLine, LogStream, Module, ModuleOutcome, ModuleStatus, NewLogLine,
     OutcomeFilter,
 };
-pub use ids::{AuditId, BuildId, JobId, NotificationId, TokenFamilyId, UserId};
+pub use database::DatabaseInfo;
+pub use endpoint::{Endpoint, EndpointKind, EndpointSecret, SigningSecret, redact_url};
+pub use ids::{AuditId, BuildId, EndpointId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
     MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, Settlement, WorkerId,
 };
-pub use notification::{Channel, Notification, NotificationCount, NotificationFilter, NotificationStatus};
+pub use notification::{Channel, Delivery, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use token::{ClientMeta, Consumed, TokenHash, TokenKind, TokenRecord};
 pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User, UserCounts};

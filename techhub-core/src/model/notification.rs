@@ -54,8 +54,14 @@ pub struct Notification {
     pub subject: String,
     /// The template it was rendered from, if any.
     pub template: Option<String>,
-    /// The rendered body.
+    /// The rendered body (for a webhook, the JSON payload POSTed; for Slack, the message JSON).
     pub body: String,
+    /// The rendered HTML alternative of an email body, if any.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// The event type that caused it (`build.failed`, ...), if an event did.
+    #[serde(default)]
+    pub event_type: Option<String>,
     /// Whether it was delivered.
     pub status: NotificationStatus,
     /// Delivery attempts so far.
@@ -68,6 +74,9 @@ pub struct Notification {
     pub last_error: Option<String>,
     /// The job delivering it.
     pub job_id: Option<JobId>,
+    /// One record per delivery attempt, oldest first.
+    #[serde(default)]
+    pub deliveries: Vec<Delivery>,
     /// Bumped by every write.
     pub version: u64,
 }
@@ -88,15 +97,31 @@ impl Notification {
             subject: subject.into(),
             template: None,
             body: body.into(),
+            html: None,
+            event_type: None,
             status: NotificationStatus::Pending,
             attempts: 0,
             created_at: now,
             sent_at: None,
             last_error: None,
             job_id: None,
+            deliveries: Vec::new(),
             version: 0,
         }
     }
+}
+
+/// One delivery attempt of a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// When the attempt began.
+    pub at: DateTime<Utc>,
+    /// The HTTP status the receiver answered, if it answered.
+    pub status_code: Option<u16>,
+    /// Why the attempt failed, if it did.
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub duration_ms: u64,
 }
 
 /// Which notifications to list.

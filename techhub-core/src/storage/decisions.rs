@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Conflict, StoreError, StoreResult};
-use crate::model::{Consumed, Email, Job, JobState, PageRequest, TokenKind, TokenRecord, User, UserId};
+use crate::model::{Consumed, Email, Endpoint, Job, JobState, PageRequest, TokenKind, TokenRecord, User, UserId};
 
 /// The id a listing continues after, or [`StoreError::InvalidInput`] for a cursor no store issued.
 pub fn start_after(page: &PageRequest) -> StoreResult<Option<Uuid>> {
@@ -48,6 +48,23 @@ pub fn merge_user_update<E>(
     update.failed_logins = stored.failed_logins;
     update.last_failed_login_at = stored.last_failed_login_at;
     Ok(Ok(update))
+}
+
+/// What [`EndpointStore::update_endpoint`](super::EndpointStore::update_endpoint) stores in place of
+/// `stored`, or [`Conflict::VersionMismatch`] for a stale `expected_version`. The result keeps `id` and
+/// `created_at` of `stored` and carries version `expected_version + 1`.
+pub fn merge_endpoint_update(
+    stored: &Endpoint,
+    mut update: Endpoint,
+    expected_version: u64,
+) -> Result<Endpoint, Conflict> {
+    if stored.version != expected_version {
+        return Err(Conflict::VersionMismatch);
+    }
+    update.id = stored.id;
+    update.created_at = stored.created_at;
+    update.version = expected_version + 1;
+    Ok(update)
 }
 
 /// Whether [`UserStore::delete_user`](super::UserStore::delete_user) may delete `stored`: a stale

@@ -31,10 +31,10 @@ use serde_json::Value;
 pub use self::error::{Conflict, StoreError, StoreResult};
 pub use self::peers::{PeerInbox, Peers};
 use crate::model::{
-    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, Email, Job,
-    JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification, NotificationCount,
-    NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts, Settlement,
-    TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
+    Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, DatabaseInfo,
+    Email, Endpoint, EndpointId, Job, JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification,
+    NotificationCount, NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts,
+    Settlement, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -352,10 +352,14 @@ pub trait BuildStore: Send + Sync {
     async fn latest_builds(&self) -> StoreResult<Vec<Build>>;
 }
 
-/// Notification delivery records.
+/// Notification delivery records: one record per notification, holding its delivery attempts
+/// ([`Notification::deliveries`]), so an attempt and the status it leads to are one write.
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
     /// Stores a notification with version 1. A duplicate id fails with [`Conflict::Duplicate`].
+    ///
+    /// Every field reads back as stored, the HTML body, event type and delivery attempts (in their order)
+    /// included.
     async fn insert_notification(&self, notification: Notification) -> StoreResult<Notification>;
 
     /// The notification with `id`, if any.
@@ -376,6 +380,34 @@ pub trait NotificationStore: Send + Sync {
     /// How many notifications there are per channel and status (only non-zero counts, ordered by channel then
     /// status as the enums declare them), without loading them.
     async fn notification_counts(&self) -> StoreResult<Vec<NotificationCount>>;
+}
+
+/// Notification endpoints (webhook and Slack targets), a small collection read whole.
+#[async_trait]
+pub trait EndpointStore: Send + Sync {
+    /// Stores `endpoint` with version 1.
+    ///
+    /// - An endpoint whose id exists fails with [`Conflict::Duplicate`] and changes nothing.
+    /// - Every field reads back as stored, its secrets (in their order) included.
+    async fn insert_endpoint(&self, endpoint: Endpoint) -> StoreResult<Endpoint>;
+
+    /// The endpoint with `id`, if any.
+    async fn get_endpoint(&self, id: EndpointId) -> StoreResult<Option<Endpoint>>;
+
+    /// Replaces the stored endpoint with `endpoint` if its version is still `expected_version`, and stores it
+    /// with version `expected_version + 1`.
+    ///
+    /// - A missing endpoint fails with [`StoreError::NotFound`].
+    /// - A stale `expected_version` fails with [`Conflict::VersionMismatch`] and changes nothing.
+    /// - `created_at` stays as first stored.
+    async fn update_endpoint(&self, endpoint: Endpoint, expected_version: u64) -> StoreResult<Endpoint>;
+
+    /// Deletes the endpoint with `id`; a missing one fails with [`StoreError::NotFound`]. Its notifications
+    /// are kept (the delivery job sees the endpoint is gone and stops).
+    async fn delete_endpoint(&self, id: EndpointId) -> StoreResult<()>;
+
+    /// Every endpoint, in id order (creation order).
+    async fn list_endpoints(&self) -> StoreResult<Vec<Endpoint>>;
 }
 
 /// The audit log: append-only (there is no way to change an entry), pruned only by age.
@@ -401,13 +433,31 @@ pub trait AuditStore: Send + Sync {
 /// Everything TechHub stores, behind one object-safe trait: the hub holds an `Arc<dyn Storage>`.
 #[async_trait]
 pub trait Storage:
-    UserStore + TokenStore + JobStore + BuildStore + NotificationStore + AuditStore + fmt::Debug + Send + Sync + 'static
+    UserStore
+    + TokenStore
+    + JobStore
+    + BuildStore
+    + NotificationStore
+    + EndpointStore
+    + AuditStore
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// A short name of the backend (`"memory"`, `"sqlite"`), for logs and health reports.
     fn backend(&self) -> &'static str;
 
     /// Checks that the backend answers (a cheap read). Fails with [`StoreError::Unavailable`] if not.
     async fn health(&self) -> StoreResult<()>;
+
+    /// Facts about the database, for operators: its kind, schema version, size and backend details.
+    ///
+    /// - The `kind` is [`Storage::backend`].
+    /// - The `schema_version` is the same on every call of one open store.
+    /// - The `details` hold no secret: no password and no connection string with credentials.
+    /// - It is answered without loading any user, job, build or notification.
+    async fn database_info(&self) -> StoreResult<DatabaseInfo>;
 
     /// The user `user_id` if the session (token family) `family` is live at `now` — what authenticating a
     /// request reads — else `None` (the session ended, or the user is gone).

@@ -29,10 +29,12 @@ mod batches;
 mod builds;
 mod builds_run;
 pub mod crash;
+mod endpoints;
 mod fixtures;
 mod jobs;
 mod model;
 mod notifications;
+mod system;
 mod tokens;
 mod users;
 
@@ -44,9 +46,11 @@ pub use self::audit::*;
 pub use self::batches::*;
 pub use self::builds::*;
 pub use self::builds_run::*;
+pub use self::endpoints::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
+pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
 use super::DynStorage;
@@ -161,6 +165,11 @@ macro_rules! conformance_tests {
             builds_run_end_to_end_through_the_service,
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
+            notifications_keep_html_event_type_and_deliveries,
+            endpoints_insert_get_round_trip_and_duplicate,
+            endpoints_update_is_versioned,
+            endpoints_list_in_id_order_and_delete,
+            system_database_info_names_the_backend_and_keeps_its_version,
             audit_append_reads_back_in_order_and_never_replaces,
             audit_list_filters_and_pages_by_cursor,
             audit_prune_removes_only_older_entries,

@@ -2,7 +2,8 @@
 
 use super::fixtures::{at, conflict, t0};
 use crate::model::{
-    Channel, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, PageRequest,
+    Channel, Delivery, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus,
+    PageRequest,
 };
 use crate::storage::{Conflict, DynStorage, StoreError};
 
@@ -65,4 +66,23 @@ pub async fn notifications_list_by_filter_and_counts(store: DynStorage) {
             count(Channel::Slack, NotificationStatus::Pending, 1),
         ]
     );
+}
+
+/// The HTML body, event type and delivery attempts (in order) round-trip through insert and update.
+pub async fn notifications_keep_html_event_type_and_deliveries(store: DynStorage) {
+    let mut new = notification(Channel::Webhook, "0190f0c0-0000-7000-8000-000000000001");
+    new.html = Some("<p>Welcome aboard</p>".to_owned());
+    new.event_type = Some("build.failed".to_owned());
+    let refused = Delivery { at: at(1), status_code: Some(500), error: Some("HTTP 500".to_owned()), duration_ms: 12 };
+    new.deliveries.push(refused.clone());
+    let stored = store.insert_notification(new.clone()).await.expect("insert works");
+    assert_eq!(store.get_notification(stored.id).await.expect("get works"), Some(stored.clone()));
+
+    let accepted = Delivery { at: at(31), status_code: Some(204), error: None, duration_ms: 3 };
+    let mut sent = Notification { status: NotificationStatus::Sent, attempts: 2, sent_at: Some(at(31)), ..stored };
+    sent.deliveries.push(accepted.clone());
+    let updated = store.update_notification(sent, 1).await.expect("update works");
+    let read = store.get_notification(updated.id).await.expect("get works").expect("it exists");
+    assert_eq!(read.deliveries, [refused, accepted]);
+    assert_eq!((read.html, read.event_type), (new.html, new.event_type));
 }
