@@ -7,8 +7,21 @@
 #      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing).
 #   5. the desktop app (its own workspace, examples/desktop): scripts/test-desktop.sh.
 # Extra arguments go to every cargo run (for example --locked).
+#
+# The PostgreSQL store's tests start a real server themselves with Debian's `initdb` and `pg_ctl` (package
+# `postgresql`), unless TECHHUB_TEST_POSTGRES_URL names an existing server. When neither is there, the
+# package is installed here (apt-get, non-interactive; needs root, as on CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ -z "${TECHHUB_TEST_POSTGRES_URL:-}" ] && [ -z "${TECHHUB_PG_BIN:-}" ] \
+  && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL (the postgres store's tests run a real server)"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"

@@ -1,7 +1,7 @@
 //! [`TechHub`], the handle applications keep, and its builder.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
@@ -19,7 +19,7 @@ use crate::notify::{
     HttpDelivery, Notifier, NotifyChannels, OutboxNotifier, SlackRateLimit, TemplateDefinition, Templates,
     register_builtin_handlers,
 };
-use crate::storage::{DynStorage, Storage};
+use crate::storage::{DynStorage, PeerInbox, Storage};
 use crate::users::{UserService, register_transfer_handlers};
 use crate::{Error, Result};
 
@@ -280,7 +280,8 @@ impl TechHubBuilder {
     pub fn build(self) -> Result<TechHub> {
         let storage = self.storage.ok_or_else(|| Error::invalid_input("a TechHub needs a storage backend"))?;
         self.config.check()?;
-        let events = EventBus::new(self.config.event_capacity);
+        let peers = storage.peers();
+        let events = EventBus::shared_with(self.config.event_capacity, peers.clone());
         let mut handlers = self.handlers;
         register_builtin_handlers(&mut handlers, &self.config);
         register_transfer_handlers(&mut handlers);
@@ -306,7 +307,7 @@ impl TechHubBuilder {
         let auth = &self.config.auth;
         let passwords = Passwords::new(auth.argon2, auth.argon2_ceiling, auth.hashing_concurrency);
         let access_tokens = AccessTokens::new(keys, auth);
-        Ok(TechHub {
+        let hub = TechHub {
             inner: Arc::new(HubInner {
                 storage,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
@@ -325,7 +326,30 @@ impl TechHubBuilder {
                 build_logs: BuildLogs::default(),
                 running_builds: RunningBuilds::default(),
             }),
-        })
+        };
+        if let Some(peers) = peers {
+            let inbox: Weak<dyn PeerInbox> = Arc::downgrade(&hub.inner) as Weak<dyn PeerInbox>;
+            peers.attach(inbox);
+        }
+        Ok(hub)
+    }
+}
+
+/// What the other instances sharing the store signal reaches this hub's workers and subscribers.
+impl PeerInbox for HubInner {
+    fn jobs_due(&self, queue: &str, count: usize) {
+        // One wake per job, up to the queue's workers here: each woken worker claims until the queue is empty.
+        for _ in 0..count.min(self.signals.workers(queue).max(1)) {
+            self.signals.wake(queue);
+        }
+    }
+
+    fn event(&self, event: Event) {
+        self.events.deliver_from_peer(event);
+    }
+
+    fn reconnected(&self) {
+        self.signals.wake_all();
     }
 }
 
