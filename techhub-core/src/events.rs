@@ -177,6 +177,11 @@ pub struct Event {
     pub owner: Option<UserId>,
     /// Details, shaped per kind (`{ job_id, percent, message }` for `job.progress`).
     pub data: Value,
+    /// Whether another instance sharing the store published it (see [`crate::storage::Peers`]). Subscribers
+    /// that show events (WebSockets, windows) treat both alike; what acts on an event once (the notification
+    /// rules) acts only on this instance's own, or every instance would act on each. Never serialized.
+    #[serde(skip)]
+    pub from_peer: bool,
 }
 
 /// Publishes events to every subscriber.
@@ -218,7 +223,8 @@ impl EventBus {
         let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = *next_seq;
         *next_seq += 1;
-        let event = Event { seq, at, topic: kind.topic(), kind, subject: subject.into(), owner, data };
+        let event =
+            Event { seq, at, topic: kind.topic(), kind, subject: subject.into(), owner, data, from_peer: false };
         // Under the lock, so the peers get the events in publishing order too.
         if let Some(peers) = &self.peers {
             peers.publish(&event);
@@ -233,6 +239,7 @@ impl EventBus {
     pub fn deliver_from_peer(&self, mut event: Event) {
         let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
         event.seq = *next_seq;
+        event.from_peer = true;
         *next_seq += 1;
         let _ = self.sender.send(event);
     }

@@ -11,10 +11,12 @@ use techhub_core::clock::ManualClock;
 use techhub_core::events::{Event, EventKind};
 use techhub_core::jobs::{JobContext, Schedule, WorkerConfig, handler_fn};
 use techhub_core::model::{
-    Email, JobFilter, JobState, NewJob, PageRequest, Role, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User,
+    Email, JobFilter, JobState, NewJob, NotificationFilter, PageRequest, Role, TokenFamilyId, TokenHash, TokenKind,
+    TokenRecord, User,
 };
 use techhub_core::storage::{Conflict, Storage, StoreError, TokenSelector, TokenStore, UserStore};
-use techhub_core::{Actor, TechHub};
+use techhub_core::users::Registration;
+use techhub_core::{Actor, Config, NotifyConfig, TechHub};
 use techhub_store_postgres::test_server::{TestDatabase, TestServer};
 use techhub_store_postgres::{PostgresOptions, PostgresStore};
 use tokio::sync::broadcast;
@@ -309,4 +311,82 @@ async fn cron_fires_each_tick_once_across_instances() {
     let runs = runs.lock().expect("lock").clone();
     assert_eq!(runs.len(), 3);
     assert!(runs.values().all(|&count| count == 1), "every tick ran once: {runs:?}");
+}
+
+/// A hub whose notification rules mail `user.registered` to one operator address.
+fn hub_mailing_registrations(store: PostgresStore) -> TechHub {
+    let notify = NotifyConfig::default()
+        .email_recipients(vec![Email::parse("ops@example.com").expect("an address")])
+        .email_events(vec!["user.registered".to_owned()]);
+    TechHub::builder().storage(store).config(Config::default().notify(notify)).build().expect("a hub")
+}
+
+/// Registers `email` on `hub`, then waits until `other` has received that registration's event from its peer.
+async fn register_seen_by(hub: &TechHub, other: &mut broadcast::Receiver<Event>, email: &str) {
+    let registration =
+        Registration { email: email.to_owned(), password: "a long enough passphrase".to_owned(), name: None };
+    let user = hub.users().register(registration).await.expect("registered");
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let event = other.recv().await.expect("the bus is open");
+            if event.kind == EventKind::UserCreated && event.subject == uuid::Uuid::from(user.id) {
+                assert!(event.from_peer, "the event came from the other instance");
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the other instance saw the registration");
+}
+
+async fn registration_mails(store: &dyn Storage) -> usize {
+    let page = store
+        .list_notifications(&NotificationFilter::default(), &PageRequest::first(200))
+        .await
+        .expect("notifications list");
+    page.items
+        .iter()
+        .filter(|notification| {
+            notification.event_type.as_deref() == Some("user.registered") && notification.recipient == "ops@example.com"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_becomes_notifications_once_whichever_instances_see_it() {
+    let database = TestServer::shared().database().await;
+    let first = hub_mailing_registrations(connect(&database).await);
+    let second = hub_mailing_registrations(connect(&database).await);
+    let first_workers = first.start_workers(idle_workers(1)).expect("workers start");
+    let second_workers = second.start_workers(idle_workers(1)).expect("workers start");
+    let mut first_events = first.subscribe();
+    let mut second_events = second.subscribe();
+
+    // Each instance's rules see its own registration and the other's; a later registration on the
+    // instance that saw a peer's event proves its rules got past that event (they run in bus order).
+    register_seen_by(&first, &mut second_events, "ada@example.com").await;
+    register_seen_by(&second, &mut first_events, "grace@example.com").await;
+    let last = Registration {
+        email: "linus@example.com".to_owned(),
+        password: "a long enough passphrase".to_owned(),
+        name: None,
+    };
+    first.users().register(last).await.expect("registered");
+    let store = first.storage();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while registration_mails(store.as_ref()).await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the rules never mailed the three registrations");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The second instance ran its rules on the peer's ada event before its own grace one, and the first on
+    // grace before linus: any duplicate exists by now.
+    let second_store = second.storage();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while registration_mails(second_store.as_ref()).await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the rules never mailed the three registrations");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(registration_mails(store.as_ref()).await, 3, "one mail per registration, not one per instance");
+    first_workers.shutdown().await;
+    second_workers.shutdown().await;
 }

@@ -32,6 +32,8 @@ pub(crate) async fn run(hub: TechHub, mut events: Receiver<Event>, stop: Cancell
             event = events.recv() => event,
         };
         match event {
+            // The instance that published an event runs its rules; the others only show it.
+            Ok(event) if event.from_peer => {}
             Ok(event) => {
                 if let Err(error) = dispatch(&hub, &event).await {
                     tracing::warn!(event = ?event.kind, error = %error, "a notification rule failed");
