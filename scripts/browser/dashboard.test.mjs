@@ -231,6 +231,28 @@ test("the queues, users, audit and system views (logs followed live)", async () 
   await page.close();
 });
 
+test("the notifications view: an endpoint created, its secret rotated, disabled; the delivery log", async () => {
+  const page = await newPage("notifications");
+  await signIn(page, ADMIN);
+  await page.goto(`${BASE}/dashboard/#/notifications`);
+  await page.getByRole("heading", { name: "Notifications" }).waitFor();
+  await page.getByLabel("URL").fill("http://127.0.0.1:9/techhub-hook");
+  await page.getByLabel("Description").fill("browser test");
+  await page.getByRole("button", { name: "Create endpoint" }).click();
+  await page.getByText(/shown this once/).waitFor({ timeout: WAIT });
+  const first = await page.locator("code.mono").textContent();
+  assert.match(first, /^whsec_/);
+  const row = page.locator("tr", { hasText: "http://127.0.0.1:9/techhub-hook" });
+  await row.getByRole("button", { name: "Rotate secret" }).click();
+  await page.getByText(/shown this once/).waitFor({ timeout: WAIT });
+  await page.waitForFunction((before) => document.querySelector("code.mono")?.textContent !== before, first, { timeout: WAIT });
+  await row.getByRole("button", { name: "Disable" }).click();
+  await row.getByRole("button", { name: "Enable" }).waitFor({ timeout: WAIT });
+  await page.getByRole("table", { name: "Deliveries per channel" }).waitFor();
+  await shot(page, "12-notifications");
+  await page.close();
+});
+
 test("a user sees only its own jobs, and no admin view", async () => {
   const admin = await token(ADMIN);
   const { job_id: adminJob } = await api("POST", "/api/v1/users/export", admin, { format: "csv" });
@@ -242,7 +264,7 @@ test("a user sees only its own jobs, and no admin view", async () => {
   const own = await api("POST", "/api/v1/builds", userToken, { project: "mine", modules: [{ name: "lint" }] });
   const page = await newPage("user");
   await signIn(page, user);
-  for (const name of ["Users", "System", "Audit", "Queues"]) {
+  for (const name of ["Users", "System", "Audit", "Queues", "Notifications"]) {
     assert.equal(await page.getByRole("link", { name, exact: true }).isVisible(), false, `${name} is hidden from users`);
   }
   await page.goto(`${BASE}/dashboard/#/jobs`);

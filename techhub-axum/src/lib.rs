@@ -69,6 +69,9 @@ pub use crate::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 pub use crate::log_ring::{LogLevel, LogRecord, LogRing, LogRingLayer};
 pub use crate::problem::{ApiResult, FieldProblem, PROBLEM_JSON, Problem};
 pub use crate::routes::audit::AuditEntryView;
+pub use crate::routes::notifications::{
+    ChannelStatsView, CreatedEndpointView, DeliveryView, EndpointView, NotificationView, SecretView, TemplateView,
+};
 pub use crate::routes::sessions::SessionView;
 pub use crate::routes::system::{
     BuildCountsView, DatabaseView, JobCountsView, NotificationCountsView, StoreSummaryView, SystemInfoView,
@@ -133,7 +136,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
             utoipa::openapi::InfoBuilder::new()
                 .title("TechHub API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Users, authentication, background jobs, builds and live events.")),
+                .description(Some("Users, authentication, background jobs, builds, notifications and live events.")),
         )
         .build();
     let bearer = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
@@ -151,6 +154,7 @@ fn api_router(config: &HttpConfig, auth_limiter: Option<Arc<rate_limit::AddressL
         .merge(routes::audit::routes())
         .merge(routes::jobs::routes())
         .merge(routes::builds::routes())
+        .merge(routes::notifications::routes())
         .merge(routes::system::routes())
         .merge(routes::openapi_route())
         .merge(events::routes());

@@ -59,6 +59,7 @@ static DASHBOARD: &[Asset] = &[
     asset!("dashboard", "dom.js", "text/javascript; charset=utf-8"),
     asset!("dashboard", "views.js", "text/javascript; charset=utf-8"),
     asset!("dashboard", "chart.js", "text/javascript; charset=utf-8"),
+    asset!("dashboard", "notifications.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The pages' routes (not in the OpenAPI document: they are not API).

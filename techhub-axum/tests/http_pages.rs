@@ -8,7 +8,7 @@ use common::{assert_problem, header, start};
 use reqwest::StatusCode;
 
 /// Every file each page loads.
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 14] = [
     ("/docs/", "text/html"),
     ("/docs/docs.js", "text/javascript"),
     ("/docs/docs.css", "text/css"),
@@ -21,6 +21,7 @@ const FILES: [(&str, &str); 13] = [
     ("/dashboard/dom.js", "text/javascript"),
     ("/dashboard/views.js", "text/javascript"),
     ("/dashboard/chart.js", "text/javascript"),
+    ("/dashboard/notifications.js", "text/javascript"),
     ("/dashboard/app.css", "text/css"),
 ];
 

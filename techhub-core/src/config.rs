@@ -25,6 +25,113 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Builds: concurrency, limits, timeouts, retries and logs.
     pub builds: BuildConfig,
+    /// Notifications: webhook address policy, retry schedule, disabling, Slack rate, email rules.
+    pub notify: NotifyConfig,
+}
+
+/// How notifications are delivered.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NotifyConfig {
+    /// Which private or special addresses webhook and Slack URLs may reach (default: none, public only).
+    pub address_policy: crate::notify::AddressPolicy,
+    /// Waits between delivery attempts; a notification gets one attempt plus one per wait (default, like
+    /// Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h). A longer `Retry-After` from the receiver wins.
+    pub retry_schedule: Vec<Duration>,
+    /// An endpoint whose deliveries all failed for this long is disabled (default 5 days).
+    pub disable_after: Duration,
+    /// How long a rotated-out signing secret keeps signing beside the new one (default 24 h).
+    pub secret_overlap: Duration,
+    /// Messages per second to one Slack URL (default 1).
+    pub slack_per_second: u32,
+    /// Timeouts and response bound of webhook and Slack requests.
+    pub http: crate::notify::HttpLimits,
+    /// Addresses mailed on [`NotifyConfig::email_events`] (default none).
+    pub email_recipients: Vec<crate::model::Email>,
+    /// The event types mailed to [`NotifyConfig::email_recipients`] (default `build.failed`).
+    pub email_events: Vec<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            address_policy: crate::notify::AddressPolicy::public_only(),
+            retry_schedule: vec![
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            secret_overlap: Duration::from_secs(24 * 3600),
+            slack_per_second: 1,
+            http: crate::notify::HttpLimits::default(),
+            email_recipients: Vec::new(),
+            email_events: vec!["build.failed".to_owned()],
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Sets [`NotifyConfig::address_policy`].
+    #[must_use]
+    pub fn address_policy(mut self, policy: crate::notify::AddressPolicy) -> Self {
+        self.address_policy = policy;
+        self
+    }
+
+    /// Sets [`NotifyConfig::retry_schedule`].
+    #[must_use]
+    pub fn retry_schedule(mut self, schedule: Vec<Duration>) -> Self {
+        self.retry_schedule = schedule;
+        self
+    }
+
+    /// Sets [`NotifyConfig::disable_after`].
+    #[must_use]
+    pub fn disable_after(mut self, window: Duration) -> Self {
+        self.disable_after = window;
+        self
+    }
+
+    /// Sets [`NotifyConfig::secret_overlap`].
+    #[must_use]
+    pub fn secret_overlap(mut self, overlap: Duration) -> Self {
+        self.secret_overlap = overlap;
+        self
+    }
+
+    /// Sets [`NotifyConfig::slack_per_second`].
+    #[must_use]
+    pub fn slack_per_second(mut self, per_second: u32) -> Self {
+        self.slack_per_second = per_second;
+        self
+    }
+
+    /// Sets [`NotifyConfig::http`].
+    #[must_use]
+    pub fn http(mut self, limits: crate::notify::HttpLimits) -> Self {
+        self.http = limits;
+        self
+    }
+
+    /// Sets [`NotifyConfig::email_recipients`].
+    #[must_use]
+    pub fn email_recipients(mut self, recipients: Vec<crate::model::Email>) -> Self {
+        self.email_recipients = recipients;
+        self
+    }
+
+    /// Sets [`NotifyConfig::email_events`].
+    #[must_use]
+    pub fn email_events(mut self, event_types: Vec<String>) -> Self {
+        self.email_events = event_types;
+        self
+    }
 }
 
 /// How builds run.
@@ -208,6 +315,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
             builds: BuildConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -266,6 +374,13 @@ impl Config {
     #[must_use]
     pub fn builds(mut self, builds: BuildConfig) -> Self {
         self.builds = builds;
+        self
+    }
+
+    /// Sets [`Config::notify`].
+    #[must_use]
+    pub fn notify(mut self, notify: NotifyConfig) -> Self {
+        self.notify = notify;
         self
     }
 

@@ -3,7 +3,7 @@
 //! A `tokio::sync::broadcast` channel underneath: a slow subscriber lags and is told how many events it
 //! missed; it never slows the producers.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::model::UserId;
+use crate::storage::Peers;
 
 /// What area an event belongs to; subscribers filter on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,6 +119,9 @@ pub enum EventKind {
     /// A notification was delivered or gave up.
     #[serde(rename = "notification.updated")]
     NotificationUpdated,
+    /// A notification endpoint was disabled (it answered 410, or failed for the whole disable window).
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled,
 }
 
 impl EventKind {
@@ -150,7 +154,7 @@ impl EventKind {
             | Self::ModuleCancelled
             | Self::ModuleTimedOut
             | Self::BuildLog => Topic::Builds,
-            Self::NotificationUpdated => Topic::Notifications,
+            Self::NotificationUpdated | Self::EndpointDisabled => Topic::Notifications,
         }
     }
 }
@@ -173,6 +177,11 @@ pub struct Event {
     pub owner: Option<UserId>,
     /// Details, shaped per kind (`{ job_id, percent, message }` for `job.progress`).
     pub data: Value,
+    /// Whether another instance sharing the store published it (see [`crate::storage::Peers`]). Subscribers
+    /// that show events (WebSockets, windows) treat both alike; what acts on an event once (the notification
+    /// rules) acts only on this instance's own, or every instance would act on each. Never serialized.
+    #[serde(skip)]
+    pub from_peer: bool,
 }
 
 /// Publishes events to every subscriber.
@@ -181,13 +190,20 @@ pub struct EventBus {
     sender: broadcast::Sender<Event>,
     // Assigning the sequence number and sending under one lock keeps `seq` in delivery order.
     next_seq: Mutex<u64>,
+    /// The other instances sharing the store, which get every event published here.
+    peers: Option<Arc<dyn Peers>>,
 }
 
 impl EventBus {
     /// A bus whose subscribers may fall `capacity` events behind before they start missing events.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender, next_seq: Mutex::new(1) }
+        Self { sender, next_seq: Mutex::new(1), peers: None }
+    }
+
+    /// A bus that also passes every event it publishes to `peers` (the other instances sharing the store).
+    pub fn shared_with(capacity: usize, peers: Option<Arc<dyn Peers>>) -> Self {
+        Self { peers, ..Self::new(capacity) }
     }
 
     /// A new subscriber, receiving every event published from now on.
@@ -207,10 +223,25 @@ impl EventBus {
         let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
         let seq = *next_seq;
         *next_seq += 1;
-        let event = Event { seq, at, topic: kind.topic(), kind, subject: subject.into(), owner, data };
+        let event =
+            Event { seq, at, topic: kind.topic(), kind, subject: subject.into(), owner, data, from_peer: false };
+        // Under the lock, so the peers get the events in publishing order too.
+        if let Some(peers) = &self.peers {
+            peers.publish(&event);
+        }
         // An error only means nobody listens right now, which is fine.
         let _ = self.sender.send(event);
         seq
+    }
+
+    /// Delivers an event another instance published to this bus's subscribers, with this bus's next sequence
+    /// number; it is not passed back to the peers.
+    pub fn deliver_from_peer(&self, mut event: Event) {
+        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
+        event.seq = *next_seq;
+        event.from_peer = true;
+        *next_seq += 1;
+        let _ = self.sender.send(event);
     }
 
     /// How many subscribers there are.

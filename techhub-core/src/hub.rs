@@ -1,7 +1,7 @@
 //! [`TechHub`], the handle applications keep, and its builder.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
@@ -15,8 +15,11 @@ use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::jobs::signals::JobSignals;
 use crate::jobs::{HandlerOptions, JobHandler, JobService, Registry};
-use crate::notify::{Notifier, OutboxNotifier, Templates, register_builtin_handlers};
-use crate::storage::{DynStorage, Storage};
+use crate::notify::{
+    HttpDelivery, Notifier, NotifyChannels, OutboxNotifier, SlackRateLimit, TemplateDefinition, Templates,
+    register_builtin_handlers,
+};
+use crate::storage::{DynStorage, PeerInbox, Storage};
 use crate::users::{UserService, register_transfer_handlers};
 use crate::{Error, Result};
 
@@ -38,6 +41,7 @@ struct HubInner {
     signals: JobSignals,
     notifier: Arc<dyn Notifier>,
     templates: Templates,
+    notify_channels: NotifyChannels,
     passwords: Passwords,
     access_tokens: AccessTokens,
     sign_in_throttle: SignInThrottle,
@@ -159,6 +163,11 @@ impl TechHub {
         &self.inner.templates
     }
 
+    /// The webhook and Slack machinery (HTTP client with its address policy, Slack rate limit).
+    pub(crate) fn notify_channels(&self) -> &NotifyChannels {
+        &self.inner.notify_channels
+    }
+
     pub(crate) fn handlers(&self) -> &Registry {
         &self.inner.handlers
     }
@@ -189,9 +198,18 @@ pub struct TechHubBuilder {
     notifier: Option<Arc<dyn Notifier>>,
     jwt_keys: Option<JwtKeys>,
     build_executor: Option<Arc<dyn BuildExecutor>>,
+    templates: Vec<TemplateDefinition>,
 }
 
 impl TechHubBuilder {
+    /// Adds a message template, or overrides (variant by variant) a built-in one of the same id and locale.
+    /// A template that does not parse makes [`TechHubBuilder::build`] fail with `InvalidInput`.
+    #[must_use]
+    pub fn template(mut self, definition: TemplateDefinition) -> Self {
+        self.templates.push(definition);
+        self
+    }
+
     /// Signs access tokens with `keys` (e.g. `JwtKeys::new(SigningKey::hs256("k1", secret)?)`). Without keys
     /// the hub makes a random one: fine for tests and desktop apps, but tokens then die with the process.
     #[must_use]
@@ -262,9 +280,10 @@ impl TechHubBuilder {
     pub fn build(self) -> Result<TechHub> {
         let storage = self.storage.ok_or_else(|| Error::invalid_input("a TechHub needs a storage backend"))?;
         self.config.check()?;
-        let events = EventBus::new(self.config.event_capacity);
+        let peers = storage.peers();
+        let events = EventBus::shared_with(self.config.event_capacity, peers.clone());
         let mut handlers = self.handlers;
-        register_builtin_handlers(&mut handlers);
+        register_builtin_handlers(&mut handlers, &self.config);
         register_transfer_handlers(&mut handlers);
         // A build enforces its own timeout (at most a day); the job's only guards against a runner that hangs.
         let build_run = HandlerOptions::default()
@@ -276,10 +295,19 @@ impl TechHubBuilder {
             tracing::warn!("no JWT keys configured: using a random key, so sessions end when the process does");
             JwtKeys::new(SigningKey::ephemeral())
         });
+        let mut templates = Templates::built_in();
+        for definition in self.templates {
+            templates.insert(definition)?;
+        }
+        let notify = &self.config.notify;
+        let notify_channels = NotifyChannels {
+            http: HttpDelivery::new(notify.address_policy.clone(), notify.http.clone())?,
+            slack: SlackRateLimit::new(notify.slack_per_second),
+        };
         let auth = &self.config.auth;
         let passwords = Passwords::new(auth.argon2, auth.argon2_ceiling, auth.hashing_concurrency);
         let access_tokens = AccessTokens::new(keys, auth);
-        Ok(TechHub {
+        let hub = TechHub {
             inner: Arc::new(HubInner {
                 storage,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
@@ -288,7 +316,8 @@ impl TechHubBuilder {
                 handlers,
                 signals: JobSignals::default(),
                 notifier: self.notifier.unwrap_or_else(|| Arc::new(OutboxNotifier::new())),
-                templates: Templates::built_in(),
+                templates,
+                notify_channels,
                 passwords,
                 access_tokens,
                 sign_in_throttle: SignInThrottle::default(),
@@ -297,7 +326,30 @@ impl TechHubBuilder {
                 build_logs: BuildLogs::default(),
                 running_builds: RunningBuilds::default(),
             }),
-        })
+        };
+        if let Some(peers) = peers {
+            let inbox: Weak<dyn PeerInbox> = Arc::downgrade(&hub.inner) as Weak<dyn PeerInbox>;
+            peers.attach(inbox);
+        }
+        Ok(hub)
+    }
+}
+
+/// What the other instances sharing the store signal reaches this hub's workers and subscribers.
+impl PeerInbox for HubInner {
+    fn jobs_due(&self, queue: &str, count: usize) {
+        // One wake per job, up to the queue's workers here: each woken worker claims until the queue is empty.
+        for _ in 0..count.min(self.signals.workers(queue).max(1)) {
+            self.signals.wake(queue);
+        }
+    }
+
+    fn event(&self, event: Event) {
+        self.events.deliver_from_peer(event);
+    }
+
+    fn reconnected(&self) {
+        self.signals.wake_all();
     }
 }
 

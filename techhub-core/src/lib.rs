@@ -93,6 +93,6 @@ pub mod system;
 pub mod users;
 
 pub use actor::Actor;
-pub use config::{BuildConfig, Config};
+pub use config::{BuildConfig, Config, NotifyConfig};
 pub use error::{Error, ErrorKind, FieldError, Result};
 pub use hub::{TechHub, TechHubBuilder};

@@ -150,11 +150,19 @@ async fn welcome_email_is_delivered_over_smtp_and_recorded() {
     assert!(message.data.contains("From: Acme <no-reply@acme.test>"), "{}", message.data);
     assert!(message.data.contains("Hello Ada"), "{}", message.data);
     assert!(message.data.contains("https://acme.test"), "{}", message.data);
+    // Multipart: the plain text first (the fallback), then the HTML alternative.
+    let data = &message.data;
+    assert!(data.contains("Content-Type: multipart/alternative"), "{data}");
+    let (plain, html) = (data.find("Content-Type: text/plain"), data.find("Content-Type: text/html"));
+    assert!(plain.is_some() && html.is_some() && plain < html, "{data}");
+    assert!(data.contains("<p>Hello Ada,</p>"), "{data}");
 
     let delivery = record(&store, job.id).await;
     assert_eq!((delivery.status, delivery.attempts, delivery.channel), (NotificationStatus::Sent, 1, Channel::Email));
     assert_eq!((delivery.recipient.as_str(), delivery.template.as_deref()), ("ada@example.com", Some("welcome")));
     assert!(delivery.sent_at.is_some() && delivery.last_error.is_none());
+    assert!(delivery.html.as_deref().is_some_and(|html| html.contains("<p>Hello Ada,</p>")));
+    assert_eq!(delivery.deliveries.len(), 1, "the attempt is recorded");
     workers.shutdown().await;
 }
 
@@ -248,8 +256,9 @@ async fn notification_send_renders_templates_records_failures_and_skips_missing_
     let job = hub.jobs().enqueue(&Actor::System, NewJob::new(kinds::SEND, unreachable)).await.expect("enqueued");
     assert_eq!(finished(&mut events, job.id).await.kind, EventKind::JobFailed);
     let delivery = record(&store, job.id).await;
-    assert_eq!((delivery.status, delivery.attempts), (NotificationStatus::Failed, 1));
-    assert!(delivery.last_error.expect("kept").contains("not configured"));
+    // Webhooks go to stored endpoints only: a bare URL is refused without an attempt.
+    assert_eq!((delivery.status, delivery.attempts), (NotificationStatus::Failed, 0));
+    assert!(delivery.last_error.expect("kept").contains("endpoint id"));
 
     let malformed = json!({ "channel": "email", "recipient": "x@example.com", "subject": "only a subject" });
     let job = hub.jobs().enqueue(&Actor::System, NewJob::new(kinds::SEND, malformed)).await.expect("enqueued");

@@ -1,8 +1,9 @@
-//! `techhub-server`: TechHub's HTTP API over SQLite (default `./techhub.db`), sled or memory, with the
-//! workers in the same process. Configured by the environment (see `settings`); stops gracefully on SIGINT
+//! `techhub-server`: TechHub's HTTP API over SQLite (default `./techhub.db`), sled, PostgreSQL (several servers
+//! may share one database) or memory, with the workers in the same process. Configured by the environment (see `settings`); stops gracefully on SIGINT
 //! and SIGTERM (in-flight requests finish, running jobs get their grace period).
 
 mod build_settings;
+mod notify_settings;
 mod secret_file;
 mod settings;
 
@@ -18,10 +19,12 @@ use techhub_core::notify::SmtpNotifier;
 use techhub_core::storage::DynStorage;
 use techhub_core::{Config, TechHub};
 use techhub_store_memory::MemoryStore;
+use techhub_store_postgres::{PostgresOptions, PostgresStore};
 use techhub_store_sled::SledStore;
 use techhub_store_sqlite::SqliteStore;
 
 use crate::build_settings::BuildSettings;
+use crate::notify_settings::NotifySettings;
 use crate::settings::{LogFormat, Settings, StoreSetting};
 
 #[tokio::main]
@@ -40,8 +43,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let notify = match NotifySettings::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(notify) => notify,
+        Err(error) => {
+            eprintln!("techhub-server: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let log_ring = init_logging(&settings);
-    match run(settings, builds, log_ring).await {
+    match run(settings, builds, notify, log_ring).await {
         Ok(()) => ExitCode::SUCCESS,
         // A setting found unusable only at start (a store that cannot open, an admin address that belongs to
         // someone else, an unsafe secret file) is a configuration error like any other: exit 2.
@@ -82,13 +92,15 @@ fn init_logging(settings: &Settings) -> techhub_axum::LogRing {
 async fn run(
     settings: Settings,
     builds: BuildSettings,
+    notify: NotifySettings,
     log_ring: techhub_axum::LogRing,
 ) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(?settings, ?builds, "starting");
-    let (storage, data_dir) = open_store(&settings.store)?;
+    let (storage, data_dir) = open_store(&settings.store).await?;
     let secret = jwt_secret(&settings, data_dir.as_deref())?;
 
     let mut config = Config::default().builds(builds.config());
+    config.notify = notify.config(config.notify.clone());
     if let Some(url) = &settings.public_url {
         config.public_url = url.trim_end_matches('/').to_owned();
     }
@@ -123,12 +135,21 @@ async fn run(
         tracing::info!(admin = %admin.email, "admin account ready");
     }
 
-    let mut worker_config =
-        WorkerConfig::default().queue("default", settings.workers).queue("email", settings.workers.div_ceil(2));
-    if builds.process_executor {
-        worker_config = worker_config.queue(BUILD_QUEUE, builds.concurrency);
-    }
-    let workers = hub.start_workers(worker_config)?;
+    notify.ensure_slack_endpoint(&hub).await?;
+
+    // No workers (`TECHHUB_WORKERS=0`): an API-only instance, for servers sharing a PostgreSQL database with
+    // instances that run the jobs.
+    let workers = if settings.workers == 0 {
+        tracing::info!("TECHHUB_WORKERS=0: no job workers in this process");
+        None
+    } else {
+        let mut worker_config =
+            WorkerConfig::default().queue("default", settings.workers).queue("email", settings.workers.div_ceil(2));
+        if builds.process_executor {
+            worker_config = worker_config.queue(BUILD_QUEUE, builds.concurrency);
+        }
+        Some(hub.start_workers(worker_config)?)
+    };
 
     let http = techhub_axum::HttpConfig {
         cors_origins: settings.cors_origins.clone(),
@@ -148,13 +169,15 @@ async fn run(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("HTTP stopped; stopping workers");
-    workers.shutdown().await;
+    if let Some(workers) = workers {
+        workers.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Opens the configured store; returns it with the directory its data lives in (for the JWT secret file).
-fn open_store(setting: &StoreSetting) -> Result<(DynStorage, Option<PathBuf>), Box<dyn std::error::Error>> {
+async fn open_store(setting: &StoreSetting) -> Result<(DynStorage, Option<PathBuf>), Box<dyn std::error::Error>> {
     let failed = |error: techhub_core::storage::StoreError| settings::SettingError {
         variable: "TECHHUB_STORE",
         problem: format!("the store cannot be opened: {error}"),
@@ -167,6 +190,9 @@ fn open_store(setting: &StoreSetting) -> Result<(DynStorage, Option<PathBuf>), B
         }
         StoreSetting::Sled(dir) => (Arc::new(SledStore::open(dir).map_err(failed)?), Some(dir.clone())),
         StoreSetting::Memory => (Arc::new(MemoryStore::new()), None),
+        StoreSetting::Postgres(url) => {
+            (Arc::new(PostgresStore::connect(url, PostgresOptions::default()).await.map_err(failed)?), None)
+        }
     })
 }
 

@@ -10,14 +10,46 @@ use techhub_core::model::Email;
 use techhub_core::notify::SmtpNotifier;
 
 /// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum StoreSetting {
+    /// `postgres://…` (or `postgresql://…`): a PostgreSQL database that several servers may share.
+    Postgres(String),
     /// `sqlite:<file>`.
     Sqlite(PathBuf),
     /// `sled:<directory>`.
     Sled(PathBuf),
     /// `memory`: nothing survives a restart.
     Memory,
+}
+
+/// The URL's password never reaches a log: settings are logged at start.
+impl fmt::Debug for StoreSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_password(url)).finish(),
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Sled(path) => f.debug_tuple("Sled").field(path).finish(),
+            Self::Memory => f.write_str("Memory"),
+        }
+    }
+}
+
+/// `postgres://user:***@host/db` for `postgres://user:secret@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_once('/').map_or((rest, None), |(authority, tail)| (authority, Some(tail)));
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{credentials}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = tail.map(|tail| if tail.contains("password=") { "***".to_owned() } else { tail.to_owned() });
+    match tail {
+        Some(tail) => format!("{scheme}://{authority}/{tail}"),
+        None => format!("{scheme}://{authority}"),
+    }
 }
 
 /// How logs are written.
@@ -95,13 +127,16 @@ impl Settings {
 
         let store = match get("TECHHUB_STORE").as_deref().unwrap_or("sqlite:./techhub.db") {
             "memory" => StoreSetting::Memory,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                StoreSetting::Postgres(url.to_owned())
+            }
             other => match other.split_once(':') {
                 Some(("sqlite", path)) if !path.is_empty() => StoreSetting::Sqlite(PathBuf::from(path)),
                 Some(("sled", path)) if !path.is_empty() => StoreSetting::Sled(PathBuf::from(path)),
                 _ => {
                     return Err(invalid(
                         "TECHHUB_STORE",
-                        format!("{other:?}: expected sqlite:<file>, sled:<dir> or memory"),
+                        format!("{other:?}: expected sqlite:<file>, sled:<dir>, postgres://… or memory"),
                     ));
                 }
             },
@@ -114,6 +149,14 @@ impl Settings {
             return Err(invalid(
                 "TECHHUB_JWT_SECRET",
                 format!("must be at least {} bytes (it is {})", techhub_core::auth::MIN_SECRET_BYTES, secret.len()),
+            ));
+        }
+        // Servers sharing a database must sign sessions with one key, and there is no data directory to keep a
+        // generated one in.
+        if jwt_secret.is_none() && matches!(store, StoreSetting::Postgres(_)) {
+            return Err(invalid(
+                "TECHHUB_JWT_SECRET",
+                "is required with a postgres:// store (every server sharing the database signs with it)",
             ));
         }
 
@@ -148,8 +191,8 @@ impl Settings {
         let workers = match get("TECHHUB_WORKERS") {
             None => 4,
             Some(text) => match text.parse::<usize>() {
-                Ok(workers) if (1..=1024).contains(&workers) => workers,
-                _ => return Err(invalid("TECHHUB_WORKERS", format!("{text:?}: expected a number from 1 to 1024"))),
+                Ok(workers) if (0..=1024).contains(&workers) => workers,
+                _ => return Err(invalid("TECHHUB_WORKERS", format!("{text:?}: expected a number from 0 to 1024"))),
             },
         };
 
@@ -257,7 +300,7 @@ mod tests {
             (vec![("TECHHUB_ADDR", "localhost")], "TECHHUB_ADDR", "not an address"),
             (vec![("TECHHUB_STORE", "mysql://db")], "TECHHUB_STORE", "expected sqlite:<file>"),
             (vec![("TECHHUB_JWT_SECRET", "short")], "TECHHUB_JWT_SECRET", "at least 32 bytes"),
-            (vec![("TECHHUB_WORKERS", "0")], "TECHHUB_WORKERS", "from 1 to 1024"),
+            (vec![("TECHHUB_WORKERS", "1025")], "TECHHUB_WORKERS", "from 0 to 1024"),
             (vec![("TECHHUB_CORS_ORIGINS", "*")], "TECHHUB_CORS_ORIGINS", "not an origin"),
             (vec![("TECHHUB_PUBLIC_URL", "example.com")], "TECHHUB_PUBLIC_URL", "not an http(s) URL"),
             (vec![("TECHHUB_AUTH_RATE_LIMIT", "-1")], "TECHHUB_AUTH_RATE_LIMIT", "requests per minute"),
@@ -285,6 +328,19 @@ mod tests {
             assert_eq!(error.variable, variable, "{pairs:?} gave {error}");
             assert!(error.problem.contains(says), "{pairs:?}: {error:?} should say {says:?}");
         }
+    }
+
+    #[test]
+    fn a_postgres_store_needs_the_jwt_secret_and_never_logs_its_password() {
+        let url = "postgres://techhub:hunter2-secret@db.internal:5432/techhub";
+        let error = settings(&[("TECHHUB_STORE", url)]).expect_err("no secret");
+        assert_eq!(error.variable, "TECHHUB_JWT_SECRET");
+        let good = settings(&[("TECHHUB_STORE", url), ("TECHHUB_JWT_SECRET", "0123456789abcdef0123456789abcdef")])
+            .expect("valid");
+        assert_eq!(good.store, StoreSetting::Postgres(url.to_owned()));
+        let logged = format!("{good:?}");
+        assert!(!logged.contains("hunter2"), "{logged}");
+        assert!(logged.contains("techhub:***@db.internal:5432/techhub"), "{logged}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 // trigger re-reads, debounced), catches up after a reconnect by reading again, and returns its cleanup.
 import { ago, badge, bytes, clear, debounce, duration, facts, h, paintBars, progress, table, time } from "./dom.js";
 import { Throughput, throughputChart } from "./chart.js";
+import { notificationsView } from "./notifications.js";
 
 const JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const BUILD_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"];
@@ -619,6 +620,8 @@ export const views = {
   queues: { title: "Queues", admin: true, render: queuesView },
   jobs: { title: "Jobs", render: jobsView },
   builds: { title: "Builds", render: buildsView },
+  notifications: { title: "Notifications", admin: true,
+    render: (context) => notificationsView({ ...context, report, pager, query, section, confirmThen }) },
   users: { title: "Users", admin: true, render: usersView },
   audit: { title: "Audit", admin: true, render: auditView },
   system: { title: "System", admin: true, render: systemView },

@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod builds;
 pub(crate) mod jobs;
+pub(crate) mod notifications;
 pub(crate) mod sessions;
 pub(crate) mod system;
 pub(crate) mod users;

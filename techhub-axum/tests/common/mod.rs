@@ -65,6 +65,8 @@ pub(crate) struct Options {
     pub(crate) public_url: Option<&'static str>,
     /// Whether module commands run here (a process executor, and workers on the `builds` queue).
     pub(crate) build_executor: bool,
+    /// Notification settings (webhook address policy, retry schedule); the defaults otherwise.
+    pub(crate) notify: Option<techhub_core::NotifyConfig>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             store: None,
             public_url: None,
             build_executor: false,
+            notify: None,
         }
     }
 }
@@ -137,7 +140,12 @@ pub(crate) async fn start_with(options: Options) -> Server {
     let mut builder = TechHub::builder()
         .shared_storage(store)
         .notifier(outbox.clone())
-        .config(Config::default().auth(auth).public_url(options.public_url.unwrap_or(PUBLIC_URL)))
+        .config(
+            Config::default()
+                .auth(auth)
+                .public_url(options.public_url.unwrap_or(PUBLIC_URL))
+                .notify(options.notify.clone().unwrap_or_default()),
+        )
         .handler(ECHO, handler_fn(|ctx| async move { Ok(json!({ "echo": ctx.payload().clone() })) }))
         .handler(
             BLOCK,

@@ -66,7 +66,7 @@ mod tests {
     use super::*;
 
     fn message(n: usize) -> Message {
-        Message { to: format!("user{n}@example.com"), subject: format!("message {n}"), text: String::new() }
+        Message::text(format!("user{n}@example.com"), format!("message {n}"), "")
     }
 
     #[tokio::test]

@@ -4,8 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
@@ -64,13 +63,13 @@ impl Notifier for SmtpNotifier {
             .to
             .parse::<Mailbox>()
             .map_err(|error| NotifyError::Permanent(format!("invalid recipient address: {error}")))?;
-        let email = lettre::Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(&message.subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(message.text.clone())
-            .map_err(|error| NotifyError::Permanent(format!("the message cannot be built: {error}")))?;
+        let builder = lettre::Message::builder().from(self.from.clone()).to(to).subject(&message.subject);
+        // With an HTML body: multipart/alternative, plain text first (the fallback), HTML last (preferred).
+        let email = match &message.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(message.text.clone(), html.clone())),
+            None => builder.singlepart(SinglePart::plain(message.text.clone())),
+        }
+        .map_err(|error| NotifyError::Permanent(format!("the message cannot be built: {error}")))?;
         self.transport.send(email).await.map(drop).map_err(|error| {
             if error.is_permanent() {
                 NotifyError::Permanent(error.to_string())

@@ -15,6 +15,7 @@
 
 pub mod decisions;
 mod error;
+mod peers;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use self::error::{Conflict, StoreError, StoreResult};
+pub use self::peers::{PeerInbox, Peers};
 use crate::model::{
     Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, DatabaseInfo,
     Email, Endpoint, EndpointId, Job, JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification,
@@ -472,6 +474,12 @@ pub trait Storage:
             return Ok(None);
         }
         self.get_user(user_id).await
+    }
+
+    /// The other app instances sharing this store, when the store can reach them (see [`Peers`]): the hub
+    /// wires its event bus and job wake-ups to them. The default, for stores one process uses, is `None`.
+    fn peers(&self) -> Option<Arc<dyn Peers>> {
+        None
     }
 }
 

@@ -234,6 +234,8 @@ impl TechHub {
             config.poll_interval,
         ));
         tasks.spawn(maintenance.clone().run(self.clone(), stop.clone()));
+        // Subscribed before returning, so no event published after this call is missed by the rules.
+        tasks.spawn(crate::notify::rules::run(self.clone(), self.subscribe(), stop.clone()));
         tracing::info!(name = %config.name, queues = config.queues.len(), "job runtime started");
         Ok(WorkerHandle { hub: self.clone(), stop, tasks, maintenance, queues: config.queues })
     }

@@ -13,13 +13,18 @@
 //! }
 //! ```
 //!
+//! A store opened asynchronously (a server database: the "path" is then only a name, the adapter knows its
+//! server) uses [`main_async`] the same way.
+//!
 //! Each round the child opens the store, runs eight workers on jobs that take a few milliseconds, enqueues
 //! jobs from two tasks and inserts users from a third, and prints each id only once the store acknowledged
 //! the write. `TECHHUB_CRASH_ROUNDS` changes the number of rounds (20 by default).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -35,6 +40,25 @@ use crate::{Actor, TechHub};
 
 /// Opens the adapter's store at a path (creating it on first use).
 pub type Open = fn(&Path) -> StoreResult<DynStorage>;
+
+/// Opens the adapter's store asynchronously (a server database, reached over the network).
+pub type OpenAsync = fn(PathBuf) -> Pin<Box<dyn Future<Output = StoreResult<DynStorage>> + Send>>;
+
+/// How the test opens the store: either way, from async code.
+#[derive(Clone, Copy)]
+enum Opener {
+    Sync(Open),
+    Async(OpenAsync),
+}
+
+impl Opener {
+    async fn open(self, path: &Path) -> StoreResult<DynStorage> {
+        match self {
+            Self::Sync(open) => open(path),
+            Self::Async(open) => open(path.to_owned()).await,
+        }
+    }
+}
 
 const CHILD_ENV: &str = "TECHHUB_CRASH_CHILD";
 const ROUNDS_ENV: &str = "TECHHUB_CRASH_ROUNDS";
@@ -57,6 +81,19 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// When the store loses an acknowledged write, fails to open, or does not bring every job to success:
 /// that is the test failing.
 pub fn main(open: Open) {
+    run(Opener::Sync(open));
+}
+
+/// [`main`] for a store opened asynchronously.
+///
+/// # Panics
+///
+/// As [`main`].
+pub fn main_async(open: OpenAsync) {
+    run(Opener::Async(open));
+}
+
+fn run(open: Opener) {
     if let Some(path) = std::env::var_os(CHILD_ENV) {
         child(open, Path::new(&path));
         return;
@@ -97,9 +134,9 @@ fn worker_config() -> WorkerConfig {
 }
 
 /// The child: works and writes until killed, printing every acknowledged write as a line.
-fn child(open: Open, path: &Path) {
+fn child(open: Opener, path: &Path) {
     runtime().block_on(async {
-        let hub = hub(open(path).expect("the store opens in the child"));
+        let hub = hub(open.open(path).await.expect("the store opens in the child"));
         let _workers = hub.start_workers(worker_config()).expect("workers start");
         announce("ready");
         let jobs = |hub: TechHub| async move {
@@ -158,10 +195,13 @@ impl Acknowledged {
     }
 }
 
-fn parent(open: Open, path: &Path, rounds: usize) {
+fn parent(open: Opener, path: &Path, rounds: usize) {
     let runtime = runtime();
     let mut acknowledged = Acknowledged::default();
     let mut rng = rand::rng();
+    // The parent creates the store, so every child opens an existing one (a server database's opener makes
+    // the database here and leaves at `path` what its children need to find it).
+    runtime.block_on(async { drop(open.open(path).await.expect("the parent creates the store")) });
     for round in 1..=rounds {
         let (mut child, lines) = spawn_child(path);
         let ready = lines.recv_timeout(Duration::from_secs(30));
@@ -209,8 +249,9 @@ fn spawn_child(path: &Path) -> (Child, mpsc::Receiver<String>) {
 }
 
 /// Reopens the store after a kill: it opens, and holds every user and job acknowledged so far.
-async fn check_acknowledged(open: Open, path: &Path, acknowledged: &Acknowledged, round: usize) {
-    let store = open(path).unwrap_or_else(|error| panic!("round {round}: the store does not reopen: {error}"));
+async fn check_acknowledged(open: Opener, path: &Path, acknowledged: &Acknowledged, round: usize) {
+    let store =
+        open.open(path).await.unwrap_or_else(|error| panic!("round {round}: the store does not reopen: {error}"));
     store.health().await.unwrap_or_else(|error| panic!("round {round}: the reopened store is unhealthy: {error}"));
     for (id, email) in &acknowledged.users {
         let user = store.get_user(*id).await.expect("get_user");
@@ -232,8 +273,8 @@ async fn check_acknowledged(open: Open, path: &Path, acknowledged: &Acknowledged
 
 /// After the last kill: workers in this process recover the jobs left running (once their lease ends) and
 /// run everything; every acknowledged job must end `succeeded`, and some must have been recovered.
-async fn settle(open: Open, path: &Path, acknowledged: &Acknowledged) {
-    let hub = hub(open(path).expect("the store reopens for the last time"));
+async fn settle(open: Opener, path: &Path, acknowledged: &Acknowledged) {
+    let hub = hub(open.open(path).await.expect("the store reopens for the last time"));
     let workers = hub.start_workers(worker_config()).expect("workers start");
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {

@@ -1,0 +1,603 @@
+//! Jobs.
+//!
+//! - **Enqueue** inserts a whole batch in one statement (`unnest` over column arrays, `ON CONFLICT DO
+//!   NOTHING`): the live unique-key index decides which keyed jobs are new, also against concurrent
+//!   enqueues on other instances; the rest are answered with the live job (or refused as duplicates).
+//! - **Claims** lock due rows in claim order with `FOR UPDATE SKIP LOCKED` over the partial index of queued
+//!   jobs and mark them running in the same statement.
+//! - **Transitions** read the job, apply the model's rule, and write the row back only if its revision is
+//!   still the one read (else read again): one round trip each way, no transaction held open in between.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+use techhub_core::clock;
+use techhub_core::model::{
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
+    WorkerId,
+};
+use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::PostgresStore;
+use crate::db::{Db, execute, query, query_one, query_opt};
+use crate::rows::{self, JOB_COLUMNS, big, to_json};
+
+/// How many finished jobs one pruning statement deletes.
+const PRUNE_SLICE: i64 = 2_000;
+
+async fn load<C: GenericClient + Sync>(client: &C, id: JobId, lock: bool) -> StoreResult<Option<(Job, i64)>> {
+    let sql = if lock {
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE")
+    } else {
+        format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
+    };
+    query_opt(client, &sql, &[id.as_uuid()]).await?.as_ref().map(rows::job_at_revision).transpose()
+}
+
+async fn live_with_key<C: GenericClient + Sync>(client: &C, key: &str) -> StoreResult<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE unique_key = $1 AND state IN ('queued', 'running')");
+    query_opt(client, &sql, &[&key]).await?.as_ref().map(rows::job).transpose()
+}
+
+/// Stores jobs as [`JobStore::enqueue_many`] says; the caller's transaction makes the batch atomic. Returns
+/// the stored (or existing live) job for each, in order.
+pub(crate) async fn insert_jobs<C: GenericClient + Sync>(client: &C, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut inserted = insert_rows(client, &jobs, true).await?;
+    let mut stored = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        // Taken out once used: a batch that names one id twice inserted it once, and the second is a duplicate.
+        if inserted.remove(job.id.as_uuid()) {
+            stored.push(job);
+            continue;
+        }
+        // Not inserted: its key is live, or its id exists. The key is asked first. A key whose holder finished
+        // between the insert and this read is free again: insert once more.
+        loop {
+            if let Some(key) = &job.unique_key
+                && let Some(existing) = live_with_key(client, key).await?
+            {
+                stored.push(existing);
+                break;
+            }
+            if load(client, job.id, false).await?.is_some() {
+                return Err(Conflict::Duplicate.into());
+            }
+            if insert_rows(client, std::slice::from_ref(&job), true).await?.contains(job.id.as_uuid()) {
+                stored.push(job);
+                break;
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// Inserts the rows in one statement and returns the ids inserted. With `skip_conflicts`, rows that conflict
+/// (a live key, an existing id) are skipped; without, any conflict fails the statement ([`Conflict::Duplicate`])
+/// and nothing is inserted.
+async fn insert_rows<C: GenericClient + Sync>(
+    client: &C,
+    jobs: &[Job],
+    skip_conflicts: bool,
+) -> StoreResult<HashSet<Uuid>> {
+    let ids: Vec<Uuid> = jobs.iter().map(|job| *job.id.as_uuid()).collect();
+    let queues: Vec<&str> = jobs.iter().map(|job| job.queue.as_str()).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|job| job.kind.as_str()).collect();
+    let payloads: Vec<String> = jobs.iter().map(|job| to_json(&job.payload)).collect::<StoreResult<_>>()?;
+    let states: Vec<&str> = jobs.iter().map(|job| job.state.as_str()).collect();
+    let priorities: Vec<i32> = jobs.iter().map(|job| job.priority).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|job| small(job.attempt)).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|job| small(job.max_attempts)).collect();
+    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.run_at).collect();
+    let created_at: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.created_at).collect();
+    let started_at: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.started_at).collect();
+    let finished_at: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.finished_at).collect();
+    let percents: Vec<i16> = jobs.iter().map(|job| i16::from(job.progress.percent)).collect();
+    let messages: Vec<Option<&str>> = jobs.iter().map(|job| job.progress.message.as_deref()).collect();
+    let errors: Vec<Option<&str>> = jobs.iter().map(|job| job.last_error.as_deref()).collect();
+    let results: Vec<Option<String>> =
+        jobs.iter().map(|job| job.result.as_ref().map(to_json).transpose()).collect::<StoreResult<_>>()?;
+    let content_types: Vec<Option<&str>> =
+        jobs.iter().map(|job| job.artifact.as_ref().map(|info| info.content_type.as_str())).collect();
+    let file_names: Vec<Option<&str>> =
+        jobs.iter().map(|job| job.artifact.as_ref().and_then(|info| info.file_name.as_deref())).collect();
+    let sizes: Vec<Option<i64>> = jobs.iter().map(|job| job.artifact.as_ref().map(|info| big(info.size))).collect();
+    let created_by: Vec<Option<Uuid>> = jobs.iter().map(|job| job.created_by.map(|user| *user.as_uuid())).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|job| job.unique_key.as_deref()).collect();
+    let holders: Vec<Option<&str>> = jobs.iter().map(|job| job.lease_holder.as_ref().map(WorkerId::as_str)).collect();
+    let lease_until: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|job| job.lease_until).collect();
+    let cancels: Vec<bool> = jobs.iter().map(|job| job.cancel_requested).collect();
+    let params: [&(dyn ToSql + Sync); 24] = [
+        &ids,
+        &queues,
+        &kinds,
+        &payloads,
+        &states,
+        &priorities,
+        &attempts,
+        &max_attempts,
+        &run_at,
+        &created_at,
+        &started_at,
+        &finished_at,
+        &percents,
+        &messages,
+        &errors,
+        &results,
+        &content_types,
+        &file_names,
+        &sizes,
+        &created_by,
+        &keys,
+        &holders,
+        &lease_until,
+        &cancels,
+    ];
+    let columns = JOB_COLUMNS.trim_end_matches(", revision");
+    let sql = format!(
+        "INSERT INTO jobs ({columns}) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::integer[], $7::integer[], $8::integer[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
+         $12::timestamptz[], $13::smallint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+         $19::bigint[], $20::uuid[], $21::text[], $22::text[], $23::timestamptz[], $24::boolean[]) {} RETURNING id",
+        if skip_conflicts { "ON CONFLICT DO NOTHING" } else { "" }
+    );
+    let inserted = query(client, &sql, &params).await?;
+    inserted.iter().map(|row| rows::get::<Uuid>(row, 0)).collect()
+}
+
+fn small(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Writes back every column a transition can change, if the row is still at `revision` (`None`: the caller
+/// holds the row's lock). Returns whether it was written.
+async fn save<C: GenericClient + Sync>(client: &C, job: &Job, revision: Option<i64>) -> StoreResult<bool> {
+    let info = job.artifact.as_ref();
+    let written = execute(
+        client,
+        "UPDATE jobs SET state = $3, attempt = $4, run_at = $5, started_at = $6, finished_at = $7, \
+         progress_percent = $8, progress_message = $9, last_error = $10, result = $11, artifact_content_type = $12, \
+         artifact_file_name = $13, artifact_size = $14, lease_holder = $15, lease_until = $16, cancel_requested = $17, \
+         revision = revision + 1 WHERE id = $1 AND ($2::bigint IS NULL OR revision = $2)",
+        &[
+            job.id.as_uuid(),
+            &revision,
+            &job.state.as_str(),
+            &small(job.attempt),
+            &job.run_at,
+            &job.started_at,
+            &job.finished_at,
+            &i16::from(job.progress.percent),
+            &job.progress.message,
+            &job.last_error,
+            &job.result.as_ref().map(to_json).transpose()?,
+            &info.map(|info| info.content_type.as_str()),
+            &info.and_then(|info| info.file_name.as_deref()),
+            &info.map(|info| big(info.size)),
+            &job.lease_holder.as_ref().map(WorkerId::as_str),
+            &job.lease_until,
+            &job.cancel_requested,
+        ],
+    )
+    .await?;
+    Ok(written == 1)
+}
+
+/// Stores a completion's artifact beside its job (replacing an older one).
+async fn store_artifact<C: GenericClient + Sync>(client: &C, id: JobId, artifact: &Artifact) -> StoreResult<()> {
+    execute(
+        client,
+        "INSERT INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (job_id) DO UPDATE SET content_type = excluded.content_type, file_name = excluded.file_name, \
+         bytes = excluded.bytes",
+        &[id.as_uuid(), &artifact.content_type, &artifact.file_name, &artifact.bytes],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The claim-order key of a job: highest priority, then oldest `run_at`, then lowest id.
+fn claim_order(job: &Job) -> (std::cmp::Reverse<i32>, DateTime<Utc>, JobId) {
+    (std::cmp::Reverse(job.priority), job.run_at, job.id)
+}
+
+impl PostgresStore {
+    /// Applies `change` to the job running under `lease` and stores it (see the module docs).
+    async fn transition(&self, lease: &Lease, change: impl Fn(&mut Job)) -> StoreResult<Job> {
+        let client = self.client().await?;
+        loop {
+            let (mut job, revision) = load(&client, lease.job_id, false).await?.ok_or(StoreError::NotFound)?;
+            if !job.is_leased_by(lease) {
+                return Err(Conflict::LeaseLost.into());
+            }
+            change(&mut job);
+            if save(&client, &job, Some(revision)).await? {
+                return Ok(job);
+            }
+        }
+    }
+
+    /// Applies `change` to job `id` (whatever its state: `change` decides) and stores it; with `retry_check`,
+    /// only if [`JobStore::retry`]'s rules allow it.
+    async fn change_job(
+        &self,
+        id: JobId,
+        change: impl Fn(&mut Job) -> StoreResult<()>,
+        retry_check: bool,
+    ) -> StoreResult<Job> {
+        let client = self.client().await?;
+        loop {
+            let (mut job, revision) = load(&client, id, false).await?.ok_or(StoreError::NotFound)?;
+            if retry_check {
+                let held = match &job.unique_key {
+                    Some(key) => live_with_key(&client, key).await?.is_some_and(|live| live.id != job.id),
+                    None => false,
+                };
+                decisions::check_retry(&job, |_| Ok::<_, StoreError>(held))??;
+            }
+            change(&mut job)?;
+            if save(&client, &job, Some(revision)).await? {
+                return Ok(job);
+            }
+        }
+    }
+
+    /// Wakes the other instances' workers for the queued jobs among `jobs`.
+    pub(crate) fn announce(&self, jobs: &[Job]) {
+        let mut queues: Vec<&str> =
+            jobs.iter().filter(|job| job.state == JobState::Queued).map(|job| job.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        self.jobs_due(queues);
+    }
+
+    async fn claim_up_to(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
+        if queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let lease_until = clock::add(now, lease);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        // One queue (what a worker asks): the claim index yields its jobs in claim order, so the scan stops
+        // after `max` due rows. Several queues: the due rows of all of them are ordered together.
+        let (picked, first): (&str, &(dyn ToSql + Sync)) =
+            if let [queue] = queues { ("queue = $1", queue) } else { ("queue = ANY($1)", &queues) };
+        let sql = format!(
+            "WITH picked AS (SELECT id FROM jobs WHERE state = 'queued' AND {picked} AND run_at <= $2 \
+             ORDER BY priority DESC, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = $2, lease_holder = $3, \
+             lease_until = $4, revision = revision + 1 FROM picked WHERE jobs.id = picked.id RETURNING {}",
+            JOB_COLUMNS.split(", ").map(|column| format!("jobs.{column}")).collect::<Vec<_>>().join(", ")
+        );
+        let claimed = query(&client, &sql, &[first, &now, &worker.as_str(), &lease_until, &limit]).await?;
+        let mut jobs = rows::all(&claimed, rows::job)?;
+        jobs.sort_by_key(claim_order);
+        Ok(jobs)
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn enqueue(&self, job: Job) -> StoreResult<Job> {
+        let mut stored = self.enqueue_many(vec![job]).await?;
+        stored.pop().ok_or(StoreError::NotFound)
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+        if jobs.iter().all(|job| job.unique_key.is_none()) {
+            // Without keys only an id can conflict, and a conflicting id fails the one statement as a whole:
+            // the batch is atomic without a transaction around it (one round trip).
+            let client = self.client().await?;
+            let inserted = insert_rows(&client, &jobs, false).await?;
+            debug_assert_eq!(inserted.len(), jobs.len());
+            self.announce(&jobs);
+            return Ok(jobs);
+        }
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let stored = insert_jobs(&transaction, jobs).await?;
+        transaction.commit().await.db()?;
+        self.announce(&stored);
+        Ok(stored)
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        Ok(load(&self.client().await?, id, false).await?.map(|(job, _)| job))
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter, page: &PageRequest) -> StoreResult<Page<Job>> {
+        let after = decisions::start_after(page)?;
+        // Only the filters given become conditions, so the planner can use the index that fits them.
+        let mut conditions = Vec::new();
+        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut condition = |column: &str, value: Box<dyn ToSql + Sync + Send>| {
+            values.push(value);
+            conditions.push(format!("{column} ${}", values.len()));
+        };
+        if let Some(after) = after {
+            condition("id >", Box::new(after));
+        }
+        if let Some(queue) = &filter.queue {
+            condition("queue =", Box::new(queue.clone()));
+        }
+        if let Some(state) = filter.state {
+            condition("state =", Box::new(state.as_str()));
+        }
+        if let Some(kind) = &filter.kind {
+            condition("kind =", Box::new(kind.clone()));
+        }
+        if let Some(user) = filter.created_by {
+            condition("created_by =", Box::new(*user.as_uuid()));
+        }
+        let filters = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        values.push(Box::new(i64::try_from(page.limit + 1).unwrap_or(i64::MAX)));
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filters} ORDER BY id LIMIT ${}", values.len());
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|value| &**value as &(dyn ToSql + Sync)).collect();
+        let found = query(&self.client().await?, &sql, &params).await?;
+        Ok(Page::from_overfetch(rows::all(&found, rows::job)?, page.limit, |job| job.id.into()))
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> StoreResult<Option<Job>> {
+        Ok(self.claim_up_to(queues, worker, now, lease, 1).await?.pop())
+    }
+
+    async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        lease: Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Job>> {
+        self.claim_up_to(queues, worker, now, lease, max).await
+    }
+
+    async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
+        self.transition(lease, |job| job.lease_until = Some(clock::add(now, extend))).await
+    }
+
+    async fn report_progress(&self, lease: &Lease, progress: Progress, _now: DateTime<Utc>) -> StoreResult<Job> {
+        self.transition(lease, |job| job.progress = progress.clone()).await
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        result: Value,
+        artifact: Option<Artifact>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Job> {
+        let Some(artifact) = artifact else {
+            return self.transition(lease, |job| job.succeed(result.clone(), None, now)).await;
+        };
+        // With a file: the job and its artifact in one transaction, the row locked while both are written.
+        let settled = self
+            .settle_many(vec![Settlement::Complete { lease: lease.clone(), result, artifact: Some(artifact) }], now)
+            .await?;
+        settled.into_iter().next().unwrap_or(Err(StoreError::NotFound))
+    }
+
+    async fn fail(&self, lease: &Lease, failure: JobFailure, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.transition(lease, |job| job.fail_attempt(failure.clone(), now)).await
+    }
+
+    async fn release(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
+        let job = self.transition(lease, |job| job.release(now)).await?;
+        self.announce(std::slice::from_ref(&job));
+        Ok(job)
+    }
+
+    async fn settle_many(
+        &self,
+        settlements: Vec<Settlement>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<Job>>> {
+        if settlements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let mut outcomes = Vec::with_capacity(settlements.len());
+        for settlement in settlements {
+            let lease = settlement.lease();
+            // A lost lease or a missing job refuses this settlement alone (nothing was written for it); any
+            // other error fails the whole write, which rolls back.
+            let Some((mut job, _)) = load(&transaction, lease.job_id, true).await? else {
+                outcomes.push(Err(StoreError::NotFound));
+                continue;
+            };
+            if !job.is_leased_by(lease) {
+                outcomes.push(Err(Conflict::LeaseLost.into()));
+                continue;
+            }
+            settlement.apply(&mut job, now);
+            if let Some(artifact) = settlement.artifact() {
+                store_artifact(&transaction, job.id, artifact).await?;
+            }
+            save(&transaction, &job, None).await?;
+            outcomes.push(Ok(job));
+        }
+        transaction.commit().await.db()?;
+        let requeued: Vec<Job> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok().cloned()).collect();
+        self.announce(&requeued);
+        Ok(outcomes)
+    }
+
+    async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.change_job(
+            id,
+            |job| {
+                match job.state {
+                    JobState::Queued => job.finish(JobState::Cancelled, now),
+                    JobState::Running => job.cancel_requested = true,
+                    JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
+                        return Err(Conflict::InvalidState.into());
+                    }
+                }
+                Ok(())
+            },
+            false,
+        )
+        .await
+    }
+
+    async fn acknowledge_cancel(&self, lease: &Lease, now: DateTime<Utc>) -> StoreResult<Job> {
+        self.transition(lease, |job| job.finish(JobState::Cancelled, now)).await
+    }
+
+    async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+        let job = self
+            .change_job(
+                id,
+                |job| {
+                    job.restart(now);
+                    Ok(())
+                },
+                true,
+            )
+            .await?;
+        self.announce(std::slice::from_ref(&job));
+        Ok(job)
+    }
+
+    async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<Job>> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        // Rows another instance is rescuing right now are skipped: it rescues them.
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_until < $1 ORDER BY id \
+             FOR UPDATE SKIP LOCKED"
+        );
+        let expired = query(&transaction, &sql, &[&now]).await?;
+        let mut rescued = Vec::with_capacity(expired.len());
+        for row in &expired {
+            let mut job = rows::job(row)?;
+            job.rescue(now);
+            save(&transaction, &job, None).await?;
+            rescued.push(job);
+        }
+        transaction.commit().await.db()?;
+        self.announce(&rescued);
+        Ok(rescued)
+    }
+
+    async fn queue_counts(&self) -> StoreResult<Vec<QueueCounts>> {
+        let client = self.client().await?;
+        // Fold the deltas appended by the triggers into the counts (in key order, so two folders never wait
+        // on each other crosswise), then add up the counts and whatever was appended since.
+        execute(
+            &client,
+            "WITH folded AS (DELETE FROM job_count_deltas RETURNING queue, state, delta) \
+             INSERT INTO job_counts (queue, state, count) \
+             SELECT queue, state, sum(delta) FROM folded GROUP BY queue, state ORDER BY queue, state \
+             ON CONFLICT (queue, state) DO UPDATE SET count = job_counts.count + excluded.count",
+            &[],
+        )
+        .await?;
+        let counted = query(
+            &client,
+            "SELECT queue, state, sum(count)::bigint FROM (SELECT queue, state, count FROM job_counts \
+             UNION ALL SELECT queue, state, delta FROM job_count_deltas) AS counts GROUP BY queue, state \
+             HAVING sum(count) > 0",
+            &[],
+        )
+        .await?;
+        let mut counts: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        for row in &counted {
+            let queue: String = rows::get(row, 0)?;
+            let state: JobState =
+                rows::get::<&str>(row, 1)?.parse().map_err(|_| rows::corrupt("unknown job state in the counts"))?;
+            let count: i64 = rows::get(row, 2)?;
+            let entry = counts.entry(queue.clone()).or_insert_with(|| QueueCounts { queue, ..QueueCounts::default() });
+            *entry.get_mut(state) = rows::unsigned(count);
+        }
+        for entry in counts.values_mut().filter(|entry| entry.queued > 0) {
+            let row = query_one(
+                &client,
+                "SELECT min(run_at) FROM jobs WHERE queue = $1 AND state = 'queued'",
+                &[&entry.queue],
+            )
+            .await?;
+            entry.oldest_queued_run_at = rows::get(&row, 0)?;
+        }
+        Ok(counts.into_values().collect())
+    }
+
+    async fn get_artifact(&self, id: JobId) -> StoreResult<Option<Artifact>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT content_type, file_name, bytes FROM job_artifacts WHERE job_id = $1",
+            &[id.as_uuid()],
+        )
+        .await?;
+        row.map(|row| {
+            Ok(Artifact {
+                content_type: rows::get(&row, 0)?,
+                file_name: rows::get(&row, 1)?,
+                bytes: rows::get(&row, 2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn discard_job_payload(&self, id: JobId) -> StoreResult<()> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE jobs SET payload = 'null', revision = revision + 1 WHERE id = $1 \
+             AND state IN ('succeeded', 'failed', 'cancelled')",
+            &[id.as_uuid()],
+        )
+        .await?;
+        if changed == 1 {
+            return Ok(());
+        }
+        match load(&client, id, false).await? {
+            Some(_) => Err(Conflict::InvalidState.into()),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let mut pruned = 0;
+        for state in states.iter().copied().filter(|state| state.is_finished()) {
+            // In slices, each its own statement: a retention pass over a million jobs holds no long lock.
+            loop {
+                let deleted = execute(
+                    &client,
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = $1 AND finished_at < $2 LIMIT $3)",
+                    &[&state.as_str(), &finished_before, &PRUNE_SLICE],
+                )
+                .await?;
+                pruned += deleted;
+                if deleted < PRUNE_SLICE as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
