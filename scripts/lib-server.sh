@@ -1,7 +1,8 @@
 # Shared by the acceptance scripts (sourced, not run): start the example server on a free port with an admin,
 # on a fresh SQLite file, and stop it when the calling script exits.
 #   start_server [extra env assignments...]   sets BASE (http://127.0.0.1:PORT), DATA (its directory) and
-#                                             SERVER_LOG; the server is built first (debug profile).
+#                                             SERVER_LOG; the server is built first (debug profile) unless
+#                                             TECHHUB_SERVER_BIN names a built one.
 ADMIN_EMAIL="admin@example.com"
 ADMIN_PASSWORD="acceptance admin passphrase"
 
@@ -11,7 +12,13 @@ free_port() {
 
 start_server() {
   local target="${CARGO_TARGET_DIR:-target}"
-  cargo build -q -p techhub-server ${CARGO_FLAGS:-}
+  # scripts/test.sh passes the binary its `cargo test --workspace` built; building it again with this
+  # package's features alone would recompile shared dependencies for nothing.
+  local server="${TECHHUB_SERVER_BIN:-}"
+  if [ -z "$server" ]; then
+    cargo build -q -p techhub-server ${CARGO_FLAGS:-}
+    server="$target/debug/techhub-server"
+  fi
   DATA="$(mktemp -d)"
   SERVER_LOG="$DATA/server.log"
   local port
@@ -21,7 +28,7 @@ start_server() {
     TECHHUB_ADMIN_EMAIL="$ADMIN_EMAIL" TECHHUB_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
     TECHHUB_JWT_SECRET="acceptance-secret-acceptance-secret-0123456789" \
     TECHHUB_AUTH_RATE_LIMIT=0 TECHHUB_LOG="${TECHHUB_LOG:-info}" "$@" \
-    "$target/debug/techhub-server" >"$SERVER_LOG" 2>&1 &
+    "$server" >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
   trap stop_server EXIT
   for _ in $(seq 1 200); do

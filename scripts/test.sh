@@ -4,8 +4,10 @@
 #   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
 #   3. the webhook delivery suite again on SQLite and on sled;
 #   4. the OpenAPI document against the real server: schemathesis and a generated Python client
-#      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing).
-#   5. the desktop app (its own workspace, examples/desktop): scripts/test-desktop.sh.
+#      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing);
+#   5. the dashboard in a real browser: Debian's chromium driven by playwright-core (scripts/browser-tests.sh,
+#      which installs chromium with apt and playwright-core with npm when missing);
+#   6. the desktop app (its own workspace, examples/desktop): scripts/test-desktop.sh.
 # Extra arguments go to every cargo run (for example --locked).
 #
 # The PostgreSQL store's tests start a real server themselves with Debian's `initdb` and `pg_ctl` (package
@@ -27,7 +29,11 @@ cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-core --test webhooks "$@"
 TECHHUB_TEST_STORE=sled cargo test -p techhub-core --test webhooks "$@"
+# The server binary the workspace run just built (with the `dashboard` feature the example enables).
+TECHHUB_SERVER_BIN="$(realpath -m "${CARGO_TARGET_DIR:-target}")/debug/techhub-server"
+export TECHHUB_SERVER_BIN
 bash scripts/api-acceptance.sh "$@"
+bash scripts/browser-tests.sh "$@"
 if [ "${TECHHUB_SKIP_DESKTOP:-}" = 1 ]; then
   echo "== SKIPPED: the desktop app's tests (TECHHUB_SKIP_DESKTOP=1)"
 else

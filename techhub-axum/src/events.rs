@@ -3,7 +3,9 @@
 //! The client authenticates with `?access_token=` or, within a few seconds (`HttpConfig::ws_auth_timeout`), a
 //! first message `{ "type": "auth", "token": "..." }`; it may then narrow what it receives with
 //! `{ "type": "subscribe", "topics": ["jobs"], "ids": ["<job id>"] }` (each acknowledged with
-//! `{ "type": "subscribed", ... }`). Events go out as `{ "seq", "at", "topic", "type", "data" }`. A user
+//! `{ "type": "subscribed", ... }`). An admin may follow the server's new log records (from the router's
+//! `LogRing`) with `{ "type": "logs", "follow": true }`: each then comes as `{ "type": "log", "data": record }`
+//! (`{ "type": "log.lagged" }` when some went by unseen). Events go out as `{ "seq", "at", "topic", "type", "data" }`. A user
 //! receives the events of what it owns, an admin everything.
 //!
 //! The socket follows its session: it closes with 1008 when the access token expires, and within
@@ -69,6 +71,10 @@ enum ClientMessage {
         #[serde(default)]
         ids: Option<Vec<Uuid>>,
     },
+    /// Admins: start (or stop) receiving the server's new log records as `{ "type": "log", "data" }`.
+    Logs {
+        follow: bool,
+    },
 }
 
 impl fmt::Debug for ClientMessage {
@@ -78,6 +84,7 @@ impl fmt::Debug for ClientMessage {
             Self::Subscribe { topics, ids } => {
                 f.debug_struct("Subscribe").field("topics", topics).field("ids", ids).finish()
             }
+            Self::Logs { follow } => f.debug_struct("Logs").field("follow", follow).finish(),
         }
     }
 }
@@ -236,6 +243,8 @@ async fn run(socket: WebSocket, state: &AppState, mut caller: Caller, mut bus: b
     });
 
     let mut subscription = Subscription::default();
+    // The server's log records, once an admin asks to follow them.
+    let mut logs: Option<broadcast::Receiver<crate::log_ring::LogRecord>> = None;
     let mut closer = Some(closer);
     let mut session_check =
         tokio::time::interval(state.config.ws_session_check.max(std::time::Duration::from_millis(10)));
@@ -272,9 +281,34 @@ async fn run(socket: WebSocket, state: &AppState, mut caller: Caller, mut bus: b
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            record = next_log(&mut logs) => {
+                let message = match record {
+                    Ok(record) if caller.session.actor.is_privileged() => json!({ "type": "log", "data": record }),
+                    Ok(_) => { logs = None; continue; }
+                    // Records went by unseen: the client reads the ring again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => json!({ "type": "log.lagged" }),
+                    Err(broadcast::error::RecvError::Closed) => { logs = None; continue; }
+                };
+                if outgoing.try_send(Outgoing::Message(text(message))).is_err() {
+                    slow("client too slow: event buffer full", &mut closer);
+                    break;
+                }
+            }
             message = stream.next() => match message {
                 Some(Ok(Message::Text(body))) => {
                     let reply = match serde_json::from_str::<ClientMessage>(&body) {
+                        Ok(ClientMessage::Logs { follow }) => {
+                            let ring = state.config.log_ring.as_ref();
+                            if !caller.session.actor.is_privileged() {
+                                json!({ "type": "error", "message": "only admins may follow the server's logs" })
+                            } else if let (true, Some(ring)) = (follow, ring) {
+                                logs = Some(ring.subscribe());
+                                json!({ "type": "logs", "follow": true })
+                            } else {
+                                logs = None;
+                                json!({ "type": "logs", "follow": false })
+                            }
+                        }
                         Ok(ClientMessage::Subscribe { topics, ids }) => {
                             subscription = Subscription {
                                 topics: topics.map(|topics| topics.into_iter().collect()),
@@ -297,6 +331,16 @@ async fn run(socket: WebSocket, state: &AppState, mut caller: Caller, mut bus: b
     }
     drop(outgoing);
     let _ = writer.await;
+}
+
+/// The next log record of a followed ring; pending forever while none is followed.
+async fn next_log(
+    logs: &mut Option<broadcast::Receiver<crate::log_ring::LogRecord>>,
+) -> Result<crate::log_ring::LogRecord, broadcast::error::RecvError> {
+    match logs {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ mod routes;
 mod schema_names;
 mod shared_responses;
 mod state;
+#[cfg(feature = "dashboard")]
+mod ui;
 mod views;
 
 use std::sync::Arc;
@@ -114,6 +116,8 @@ pub fn router(hub: TechHub, config: HttpConfig) -> Router {
         started_at: chrono::Utc::now(),
         openapi: Arc::new(openapi),
     };
+    #[cfg(feature = "dashboard")]
+    let router = router.merge(ui::routes());
     let router = router.with_state(state).fallback(|| async { Problem::no_route() });
     with_layers(router, &config, https)
 }

@@ -119,6 +119,45 @@ pub(crate) enum TokenTypeName {
     Bearer,
 }
 
+/// How a notification travels.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Channel)]
+pub(crate) enum ChannelName {
+    /// An email.
+    Email,
+    /// A signed webhook delivery.
+    Webhook,
+    /// A Slack message.
+    Slack,
+    /// The server's log.
+    Log,
+}
+
+/// Whether a notification was delivered.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = NotificationStatus)]
+pub(crate) enum NotificationStatusName {
+    /// Not yet delivered.
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Failed for good.
+    Failed,
+}
+
+/// What an endpoint receives deliveries as.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = EndpointKind)]
+pub(crate) enum EndpointKindName {
+    /// Signed Standard Webhooks deliveries.
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Serialize;
@@ -180,5 +219,17 @@ mod tests {
             names([TransferFormatName::Csv, TransferFormatName::Json])
         );
         assert_eq!(names([TokenTypeName::Bearer]), ["\"Bearer\""]);
+        assert_eq!(
+            names(techhub_core::model::Channel::ALL),
+            names([ChannelName::Email, ChannelName::Webhook, ChannelName::Slack, ChannelName::Log])
+        );
+        assert_eq!(
+            names(techhub_core::model::NotificationStatus::ALL),
+            names([NotificationStatusName::Pending, NotificationStatusName::Sent, NotificationStatusName::Failed])
+        );
+        assert_eq!(
+            names([techhub_core::model::EndpointKind::Webhook, techhub_core::model::EndpointKind::Slack]),
+            names([EndpointKindName::Webhook, EndpointKindName::Slack])
+        );
     }
 }

@@ -117,6 +117,11 @@ pub struct JobView {
     /// What its handler returned.
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
+    /// Its handler's input, with every value whose key names a secret (a password, token, key, ...) replaced by
+    /// `"[redacted]"`. Only in a single job's answer (`GET /api/v1/jobs/{id}`), never in lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
     /// Whether `GET /api/v1/jobs/{id}/artifact` has a file.
     pub has_artifact: bool,
     /// The user who enqueued it (none for system jobs).
@@ -140,6 +145,7 @@ impl From<Job> for JobView {
             progress: ProgressView { percent: job.progress.percent, message: job.progress.message },
             last_error: job.last_error,
             result: job.result,
+            payload: None,
             has_artifact: job.artifact.is_some(),
             created_by: job.created_by.map(Into::into),
         }

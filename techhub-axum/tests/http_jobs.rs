@@ -53,6 +53,7 @@ async fn admins_enqueue_jobs_and_read_them_back() {
             "kind",
             "last_error",
             "max_attempts",
+            "payload",
             "priority",
             "progress",
             "queue",
@@ -297,4 +298,37 @@ async fn admins_read_per_queue_statistics() {
     assert_eq!(default["workers"], 2);
     assert!(default["oldest_queued_age_s"].as_f64().is_some_and(|age| age >= 0.0));
     assert_problem(server.get("/api/v1/queue", None).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_job_shows_its_payload_with_secrets_redacted_and_lists_never_do() {
+    let server = start().await;
+    let token = server.admin.access.clone();
+    let payload = json!({
+        "report": "weekly",
+        "password": "hunter2-hunter2",
+        "auth": { "api_key": "k-secret-123", "user": "ops" },
+        "rows": [{ "email": "ada@example.com", "password_hash": "$argon2id$v=19$abc" }],
+    });
+    let run_at = in_future(Duration::from_secs(3600));
+    let id = enqueue(&server, &json!({ "kind": ECHO, "payload": payload, "run_at": run_at })).await;
+
+    let response = server.get(&format!("/api/v1/jobs/{id}"), Some(&token)).await;
+    let text = response.text().await.expect("text");
+    for secret in ["hunter2-hunter2", "k-secret-123", "$argon2id$v=19$abc"] {
+        assert!(!text.contains(secret), "{secret} shown: {text}");
+    }
+    let job: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        job["payload"],
+        json!({
+            "report": "weekly",
+            "password": "[redacted]",
+            "auth": { "api_key": "[redacted]", "user": "ops" },
+            "rows": [{ "email": "ada@example.com", "password_hash": "[redacted]" }],
+        })
+    );
+    let list = body(server.get("/api/v1/jobs?limit=500", Some(&token)).await).await;
+    let listed = list["items"].as_array().expect("items").iter().find(|job| job["id"] == id.as_str()).expect("listed");
+    assert!(listed.get("payload").is_none(), "{listed}");
 }

@@ -196,3 +196,27 @@ async fn the_document_declares_shared_statuses_and_problem_bodies() {
     let import = &document["paths"]["/api/v1/users/import"]["post"]["requestBody"]["content"];
     assert!(import["text/csv"].is_object() && import["application/json"].is_object(), "{import}");
 }
+
+/// An admin's socket follows new log records once asked; a user's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_socket_follows_the_logs_live() {
+    let ring = ring();
+    let http = HttpConfig { log_ring: Some(ring.clone()), ..HttpConfig::default() };
+    let server = start_with(common::Options { http, workers: false, ..Default::default() }).await;
+    let user = server.account("log-follower@example.com").await;
+    let mut refused = server.events(&user.access).await;
+    common::send_json(&mut refused, &json!({ "type": "logs", "follow": true })).await;
+    let (answer, _) = common::until(&mut refused, |message| message["type"] == "error").await;
+    assert!(answer["message"].as_str().is_some_and(|text| text.contains("admins")), "{answer}");
+
+    let mut socket = server.events(&server.admin.access).await;
+    common::send_json(&mut socket, &json!({ "type": "logs", "follow": true })).await;
+    common::until(&mut socket, |message| message["type"] == "logs" && message["follow"] == true).await;
+    tracing::warn!(marker = "ops-live-91c", "a record logged while followed");
+    let (record, _) = common::until(&mut socket, |message| {
+        message["type"] == "log" && message["data"]["fields"]["marker"] == "ops-live-91c"
+    })
+    .await;
+    assert_eq!(record["data"]["level"], "warn");
+    assert_eq!(record["data"]["message"], "a record logged while followed");
+}

@@ -113,14 +113,16 @@ async fn enqueue(
 /// A job the caller may see.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The job's id")),
-    responses((status = 200, description = "The job", body = JobView),
+    responses((status = 200, description = "The job, with its payload (secrets redacted)", body = JobView),
               (status = 404, description = "No such job (or not yours)", body = Problem)))]
 async fn get_job(
     State(state): State<AppState>,
     session: Authenticated,
     ApiPath(id): ApiPath<JobId>,
 ) -> ApiResult<axum::Json<JobView>> {
-    Ok(axum::Json(state.hub.jobs().get(&session.actor(), id).await?.into()))
+    let job = state.hub.jobs().get(&session.actor(), id).await?;
+    let payload = techhub_core::model::redact_secrets(&job.payload);
+    Ok(axum::Json(JobView { payload: Some(payload), ..job.into() }))
 }
 
 /// The file a succeeded job produced (an export), with its content type.

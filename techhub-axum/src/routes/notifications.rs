@@ -31,7 +31,7 @@ pub struct EndpointView {
     /// Its id.
     pub id: Uuid,
     /// `webhook` or `slack`.
-    #[schema(value_type = String, example = "webhook")]
+    #[schema(value_type = crate::schema_names::EndpointKindName, example = "webhook")]
     pub kind: EndpointKind,
     /// Where deliveries go (a user name and password in it are shown as `***`).
     pub url: String,
@@ -117,7 +117,7 @@ pub struct NotificationView {
     /// Its id (the `webhook-id` of webhook deliveries).
     pub id: Uuid,
     /// `email`, `webhook`, `slack` or `log`.
-    #[schema(value_type = String, example = "webhook")]
+    #[schema(value_type = crate::schema_names::ChannelName, example = "webhook")]
     pub channel: Channel,
     /// An email address, or the id of a webhook or Slack endpoint.
     pub recipient: String,
@@ -126,7 +126,7 @@ pub struct NotificationView {
     /// The template it was rendered from.
     pub template: Option<String>,
     /// `pending`, `sent` or `failed`.
-    #[schema(value_type = String, example = "sent")]
+    #[schema(value_type = crate::schema_names::NotificationStatusName, example = "sent")]
     pub status: NotificationStatus,
     /// Delivery attempts so far.
     pub attempts: u32,
@@ -174,7 +174,7 @@ pub struct TemplateView {
     /// Its id.
     pub id: String,
     /// The channels it renders for.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<crate::schema_names::ChannelName>)]
     pub channels: Vec<Channel>,
     /// The variables its `data` must give.
     pub variables: Vec<String>,
@@ -192,7 +192,7 @@ impl From<TemplateInfo> for TemplateView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChannelStatsView {
     /// The channel.
-    #[schema(value_type = String, example = "email")]
+    #[schema(value_type = crate::schema_names::ChannelName, example = "email")]
     pub channel: Channel,
     /// Not yet delivered.
     pub pending: u64,
@@ -213,7 +213,7 @@ impl From<ChannelStats> for ChannelStatsView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateEndpointRequest {
     /// `webhook` or `slack`.
-    #[schema(value_type = String, example = "webhook")]
+    #[schema(value_type = crate::schema_names::EndpointKindName, example = "webhook")]
     kind: EndpointKind,
     /// An http(s) URL reaching a public address (unless the operator allows private ones).
     url: String,
@@ -244,7 +244,7 @@ pub(crate) struct PatchEndpointRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SendRequest {
     /// `email`, `webhook`, `slack` or `log`.
-    #[schema(value_type = String, example = "email")]
+    #[schema(value_type = crate::schema_names::ChannelName, example = "email")]
     channel: Channel,
     /// An email address, or the id of a webhook or Slack endpoint.
     recipient: String,
@@ -259,7 +259,7 @@ pub(crate) struct SendRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SendTemplateRequest {
     /// `email`, `webhook`, `slack` or `log`.
-    #[schema(value_type = String, example = "email")]
+    #[schema(value_type = crate::schema_names::ChannelName, example = "email")]
     channel: Channel,
     /// An email address, or the id of a webhook or Slack endpoint.
     recipient: String,
@@ -277,10 +277,10 @@ pub(crate) struct SendTemplateRequest {
 #[into_params(parameter_in = Query)]
 pub(crate) struct NotificationQuery {
     /// Only this channel (`email`, `webhook`, `slack`, `log`).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema_names::ChannelName>)]
     channel: Option<Channel>,
     /// Only this status (`pending`, `sent`, `failed`).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<crate::schema_names::NotificationStatusName>)]
     status: Option<NotificationStatus>,
     /// Items per page (default 50, at most 500).
     limit: Option<usize>,
