@@ -220,18 +220,7 @@ impl EventBus {
         owner: Option<UserId>,
         data: Value,
     ) -> u64 {
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = *next_seq;
-        *next_seq += 1;
-        let event =
-            Event { seq, at, topic: kind.topic(), kind, subject: subject.into(), owner, data, from_peer: false };
-        // Under the lock, so the peers get the events in publishing order too.
-        if let Some(peers) = &self.peers {
-            peers.publish(&event);
-        }
-        // An error only means nobody listens right now, which is fine.
-        let _ = self.sender.send(event);
-        seq
+        self.publish_with(at, kind, subject, owner, || data)
     }
 
     /// Delivers an event another instance published to this bus's subscribers, with this bus's next sequence
@@ -244,6 +233,43 @@ impl EventBus {
         let _ = self.sender.send(event);
     }
 
+    /// As [`EventBus::publish`], but `data` is built only when someone subscribes: on a hot path (every job
+    /// publishes three events) the details of an event nobody receives are not built and dropped. The
+    /// sequence number is taken either way, so numbering is the same as with `publish`.
+    pub fn publish_with(
+        &self,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        subject: impl Into<Uuid>,
+        owner: Option<UserId>,
+        data: impl FnOnce() -> Value,
+    ) -> u64 {
+        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = *next_seq;
+        *next_seq += 1;
+        // Checked under the sequence lock, like `send`'s own check: a subscriber arriving after this point
+        // would have missed the event either way. The other instances sharing the store always get it: their
+        // subscribers are not counted here.
+        if self.peers.is_some() || self.sender.receiver_count() > 0 {
+            let event = Event {
+                seq,
+                at,
+                topic: kind.topic(),
+                kind,
+                subject: subject.into(),
+                owner,
+                data: data(),
+                from_peer: false,
+            };
+            if let Some(peers) = &self.peers {
+                peers.publish(&event);
+            }
+            // An error only means the last subscriber left meanwhile, which is fine.
+            let _ = self.sender.send(event);
+        }
+        seq
+    }
+
     /// How many subscribers there are.
     pub fn subscriber_count(&self) -> usize {
         self.sender.receiver_count()
@@ -254,6 +280,28 @@ impl EventBus {
 mod tests {
     use super::*;
     use crate::model::JobId;
+
+    #[tokio::test]
+    async fn lazy_events_are_built_only_for_subscribers_and_numbered_like_the_others() {
+        let bus = EventBus::new(4);
+        let job = JobId::new();
+        let mut built = 0;
+        let unheard = bus.publish_with(Utc::now(), EventKind::JobQueued, job, None, || {
+            built += 1;
+            serde_json::json!({})
+        });
+        assert_eq!((unheard, built), (1, 0));
+        let mut subscriber = bus.subscribe();
+        let heard = bus.publish_with(Utc::now(), EventKind::JobQueued, job, None, || {
+            built += 1;
+            serde_json::json!({ "n": 2 })
+        });
+        assert_eq!((heard, built), (2, 1));
+        assert_eq!(bus.publish(Utc::now(), EventKind::JobQueued, job, None, serde_json::json!({})), 3);
+        let event = subscriber.recv().await.expect("the subscriber hears the lazy event");
+        assert_eq!((event.seq, event.data), (2, serde_json::json!({ "n": 2 })));
+        assert_eq!(subscriber.recv().await.expect("and the eager one").seq, 3);
+    }
 
     #[tokio::test]
     async fn subscribers_get_events_in_sequence_and_slow_ones_lag_without_blocking() {

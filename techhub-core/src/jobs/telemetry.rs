@@ -25,12 +25,11 @@ pub mod names {
 }
 
 /// Publishes `kind` for `job` (public fields only: the payload may hold user data and stays out).
+///
+/// The details are built only when someone subscribes: with nobody listening, building and dropping them
+/// was the largest single cost of a job on the memory store (callgrind: 42 % of its instructions).
 pub(crate) fn job_event(hub: &TechHub, kind: EventKind, job: &Job) {
-    hub.events().publish(
-        hub.now(),
-        kind,
-        job.id,
-        job.created_by,
+    hub.events().publish_with(hub.now(), kind, job.id, job.created_by, || {
         json!({
             "job_id": job.id,
             "queue": job.queue,
@@ -40,18 +39,18 @@ pub(crate) fn job_event(hub: &TechHub, kind: EventKind, job: &Job) {
             "max_attempts": job.max_attempts,
             "run_at": job.run_at,
             "last_error": job.last_error,
-        }),
-    );
+        })
+    });
 }
 
 /// Publishes a progress event.
 pub(crate) fn progress_event(hub: &TechHub, job: &Job) {
-    hub.events().publish(
+    hub.events().publish_with(
         hub.now(),
         EventKind::JobProgress,
         job.id,
         job.created_by,
-        json!({ "job_id": job.id, "percent": job.progress.percent, "message": job.progress.message }),
+        || json!({ "job_id": job.id, "percent": job.progress.percent, "message": job.progress.message }),
     );
 }
 
