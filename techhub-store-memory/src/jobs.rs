@@ -81,6 +81,8 @@ pub(crate) struct JobIndex {
     running: HashSet<JobId>,
     /// Finished jobs by `(finished_at, id)`, for pruning.
     finished: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// The last fired tick of each cron schedule, kept beside the jobs so one lock covers both.
+    fired_ticks: HashMap<String, DateTime<Utc>>,
 }
 
 impl JobIndex {
@@ -455,5 +457,16 @@ impl JobStore for MemoryStore {
             }
         }
         Ok(pruned)
+    }
+
+    async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>> {
+        let mut index = self.jobs.lock_index();
+        if index.fired_ticks.get(schedule).is_some_and(|last| tick <= *last) {
+            return Ok(None);
+        }
+        index.check_new(&self.jobs, std::slice::from_ref(&job))?;
+        let stored = index.insert_checked(&self.jobs, vec![job]).remove(0);
+        index.fired_ticks.insert(schedule.to_owned(), tick);
+        Ok(Some(stored))
     }
 }

@@ -600,4 +600,8 @@ impl JobStore for PostgresStore {
         }
         Ok(pruned)
     }
+
+    async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>> {
+        self.fire_cron_tick(schedule, tick, job).await
+    }
 }

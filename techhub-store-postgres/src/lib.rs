@@ -38,6 +38,7 @@
 
 mod audit;
 mod builds;
+mod cron;
 mod db;
 mod endpoints;
 mod jobs;

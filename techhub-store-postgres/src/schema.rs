@@ -214,6 +214,14 @@ CREATE TABLE endpoints (
     record text NOT NULL
 );
 "#,
+    r#"
+-- Cron: the last tick each schedule fired, written with the tick's job so a tick is enqueued once across
+-- every instance, even after its job finished.
+CREATE TABLE cron_ticks (
+    schedule text PRIMARY KEY,
+    last_tick timestamptz NOT NULL
+);
+"#,
 ];
 
 /// The schema version this code writes.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use techhub_core::clock::ManualClock;
+use techhub_core::clock::{self, Clock, ManualClock};
 use techhub_core::events::{Event, EventKind};
 use techhub_core::jobs::{JobContext, Schedule, WorkerConfig, handler_fn};
 use techhub_core::model::{
@@ -250,12 +250,15 @@ async fn a_session_ended_or_a_user_disabled_on_one_instance_is_seen_by_another_a
     assert!(two.session_user(family, user.id, now).await.expect("reads").is_none(), "the session ended everywhere");
 }
 
+/// Two instances firing one schedule: each tick runs once, also when one instance comes late (its clock
+/// behind) and fires a tick whose job the other already ran: the store remembers the fired tick, where the
+/// unique key alone would have let the finished tick run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_fires_each_tick_once_across_instances() {
     let database = TestServer::shared().database().await;
-    let clock = ManualClock::at_epoch();
+    let (clock_a, clock_b) = (ManualClock::at_epoch(), ManualClock::at_epoch());
     let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-    let make_hub = |store: PostgresStore| {
+    let make_hub = |store: PostgresStore, clock: &ManualClock| {
         let runs = runs.clone();
         TechHub::builder()
             .storage(store)
@@ -273,13 +276,14 @@ async fn cron_fires_each_tick_once_across_instances() {
             .build()
             .expect("a hub")
     };
-    let (first, second) = (make_hub(connect(&database).await), make_hub(connect(&database).await));
+    let first = make_hub(connect(&database).await, &clock_a);
+    let second = make_hub(connect(&database).await, &clock_b);
     let schedule =
         || Schedule::new("nightly", "*/10 * * * * *", NewJob::new("report.nightly", json!({}))).expect("valid");
     let config = || {
         let mut config = WorkerConfig::default().queue("default", 2).schedule(schedule());
         config.retention = None;
-        // Maintenance runs when the test says (and once at start); workers are woken by the test.
+        // Rescues never run; schedules are fired by the test (and every poll, which the assertions allow).
         config.rescue_interval = NEVER_POLL;
         config.poll_interval = Duration::from_millis(50);
         config
@@ -288,6 +292,18 @@ async fn cron_fires_each_tick_once_across_instances() {
     let runtime_b = second.start_workers(config()).expect("runtime starts");
     let queued_ticks =
         JobFilter { state: Some(JobState::Queued), kind: Some("report.nightly".into()), ..Default::default() };
+    let wait_for_runs = |count: usize| {
+        let runs = runs.clone();
+        async move {
+            tokio::time::timeout(PATIENCE, async {
+                while runs.lock().expect("lock").len() < count {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("the tick ran");
+        }
+    };
     for tick in 1..=3 {
         runtime_a.run_maintenance().await.expect("maintenance");
         runtime_b.run_maintenance().await.expect("maintenance");
@@ -295,22 +311,38 @@ async fn cron_fires_each_tick_once_across_instances() {
         let queued = first.storage().list_jobs(&queued_ticks, &PageRequest::first(50)).await.expect("lists");
         assert_eq!(queued.items.len(), 1, "tick {tick} is enqueued once by the two instances");
 
-        clock.advance(Duration::from_secs(10));
+        clock_a.advance(Duration::from_secs(10));
+        clock_b.advance(Duration::from_secs(10));
         runtime_a.wake();
         runtime_b.wake();
-        tokio::time::timeout(PATIENCE, async {
-            while runs.lock().expect("lock").len() < tick {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the tick ran");
+        wait_for_runs(tick).await;
     }
+
+    // A late instance: the fourth tick (40 s) is enqueued and run to the end on the first instance while the
+    // second instance's clock still reads 30 s; the second then fires the tick it thinks is next, 40 s.
+    runtime_a.run_maintenance().await.expect("maintenance");
+    clock_a.advance(Duration::from_secs(10));
+    runtime_a.wake();
+    wait_for_runs(4).await;
+    let fourth_key = format!("cron:nightly:{}", clock::add(clock_b.now(), Duration::from_secs(10)).timestamp());
+    let fourth = tick_jobs(&first, &fourth_key).await;
+    assert_eq!(fourth.len(), 1);
+    wait_for_state(&first, fourth[0].id, JobState::Succeeded).await;
+    runtime_b.run_maintenance().await.expect("maintenance");
+    assert_eq!(tick_jobs(&second, &fourth_key).await.len(), 1, "the late instance enqueued a finished tick again");
+
     runtime_a.shutdown().await;
     runtime_b.shutdown().await;
     let runs = runs.lock().expect("lock").clone();
-    assert_eq!(runs.len(), 3);
+    assert_eq!(runs.len(), 4);
     assert!(runs.values().all(|&count| count == 1), "every tick ran once: {runs:?}");
+}
+
+/// Every job (in any state) with the unique key `key`.
+async fn tick_jobs(hub: &TechHub, key: &str) -> Vec<techhub_core::model::Job> {
+    let filter = JobFilter { kind: Some("report.nightly".into()), ..Default::default() };
+    let jobs = hub.storage().list_jobs(&filter, &PageRequest::first(100)).await.expect("lists");
+    jobs.items.into_iter().filter(|job| job.unique_key.as_deref() == Some(key)).collect()
 }
 
 /// A hub whose notification rules mail `user.registered` to one operator address.

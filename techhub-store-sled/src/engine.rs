@@ -103,6 +103,8 @@ trees! {
     Audit = "audit",
     /// Endpoint id → notification endpoint (JSON).
     Endpoints = "endpoints",
+    /// Cron schedule name → its last fired tick (microseconds since the epoch, big-endian).
+    CronTicks = "cron_ticks",
 }
 
 /// Every tree of the store, indexed by [`TreeId`].

@@ -430,4 +430,31 @@ impl JobStore for SledStore {
         }
         self.writer.alone(move |trees| prune(trees, &states, finished_before)).await
     }
+
+    async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>> {
+        let prepared = NewJob::prepare_all(std::slice::from_ref(&job))?;
+        let schedule = schedule.as_bytes().to_vec();
+        let tick_micros = tick.timestamp_micros();
+        let fired = self
+            .writer
+            .write(move |tx| {
+                let ticks = tx.tree(TreeId::CronTicks);
+                if let Some(last) = ticks.get(&schedule)? {
+                    let last: [u8; 8] = last.as_ref().try_into().map_err(|_| abort(corrupt("a cron tick")))?;
+                    if tick_micros <= i64::from_be_bytes(last) {
+                        return Ok(None);
+                    }
+                }
+                // The tick is recorded in the same call as the job: a failed insert aborts both.
+                let existing = JobTx::new(tx).insert(&prepared)?;
+                ticks.insert(schedule.clone(), tick_micros.to_be_bytes().to_vec())?;
+                Ok(Some(existing))
+            })
+            .await?;
+        let Some(mut existing) = fired else { return Ok(None) };
+        match existing.pop().flatten() {
+            None => Ok(Some(job)),
+            Some((id, row)) => decode_job(id, &row).map(Some),
+        }
+    }
 }

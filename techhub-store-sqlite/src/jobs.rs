@@ -262,6 +262,20 @@ impl SqliteStore {
     }
 }
 
+/// Records `tick` as the last fired tick of `schedule` if it is later than the one recorded (or none is),
+/// inside the caller's transaction, and says whether it did.
+fn record_cron_tick(connection: &Connection, schedule: &str, tick: DateTime<Utc>) -> StoreResult<bool> {
+    let changed = connection
+        .prepare_cached(
+            "INSERT INTO cron_ticks (schedule, last_tick) VALUES (?1, ?2) \
+             ON CONFLICT (schedule) DO UPDATE SET last_tick = excluded.last_tick WHERE excluded.last_tick > last_tick",
+        )
+        .sql()?
+        .execute(params![schedule, micros(tick)])
+        .sql()?;
+    Ok(changed == 1)
+}
+
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, job: Job) -> StoreResult<Job> {
@@ -270,6 +284,19 @@ impl JobStore for SqliteStore {
 
     async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
         self.engine.write(move |connection| insert_jobs(connection, jobs)).await
+    }
+
+    async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>> {
+        let schedule = schedule.to_owned();
+        self.engine
+            .write(move |connection| {
+                if !record_cron_tick(connection, &schedule, tick)? {
+                    return Ok(None);
+                }
+                // A failed insert fails the write, and the tick's record goes with it.
+                Ok(insert_jobs(connection, vec![job])?.pop())
+            })
+            .await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {

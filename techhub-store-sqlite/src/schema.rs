@@ -167,6 +167,13 @@ CREATE TABLE IF NOT EXISTS endpoints (
     record TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Cron: the last tick each schedule fired, written with the tick's job so a tick is enqueued once.
+CREATE TABLE IF NOT EXISTS cron_ticks (
+    schedule TEXT PRIMARY KEY,
+    last_tick INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this code writes.

@@ -61,6 +61,22 @@ impl JobService {
         Ok(stored)
     }
 
+    /// Enqueues the job of tick `tick` of the cron schedule `schedule` as the system, once whatever the number
+    /// of runtimes sharing the store (see [`JobStore::enqueue_cron_tick`](crate::storage::JobStore::enqueue_cron_tick)):
+    /// `None` when the tick fired already.
+    pub(crate) async fn enqueue_cron_tick(
+        &self,
+        schedule: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        spec: NewJob,
+    ) -> Result<Option<Job>> {
+        let job = self.prepare(&Actor::System, spec)?;
+        let id = job.id;
+        let stored = self.hub.storage().enqueue_cron_tick(schedule, tick, job).await?;
+        self.announce(stored.iter().filter(|job| job.id == id));
+        Ok(stored)
+    }
+
     /// Checks a spec and fills in the handler's defaults.
     pub(crate) fn prepare(&self, actor: &Actor, mut spec: NewJob) -> Result<Job> {
         let Some(registered) = self.hub.handlers().get(&spec.kind) else {

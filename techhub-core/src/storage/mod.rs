@@ -298,6 +298,21 @@ pub trait JobStore: Send + Sync {
     /// Deletes finished jobs in `states` that finished before `finished_before`, with their artifacts, and
     /// returns how many. Unfinished states in `states` are ignored: a queued or running job is never pruned.
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Enqueues `job` as the job of tick `tick` of the cron schedule `schedule`, and records in the same atomic
+    /// write that the tick fired, so that a tick runs once whatever the number of instances firing it.
+    ///
+    /// - A tick later than the schedule's last fired tick becomes its last fired tick, and `job` is stored as
+    ///   [`JobStore::enqueue`] stores it; the answer is `Some` of the stored (or existing live) job.
+    /// - A schedule that never fired takes any tick.
+    /// - A tick equal to or earlier than the schedule's last fired tick stores nothing and answers `None`, also
+    ///   when the job of that tick has finished since.
+    /// - Of concurrent calls for one schedule and tick, exactly one stores a job.
+    /// - Each schedule has its own last fired tick.
+    /// - If storing the job fails, the tick is not recorded and the error is returned.
+    ///
+    /// The record is one entry per schedule name, replaced at each tick: it needs no pruning.
+    async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>>;
 }
 
 /// Builds and their append-only logs.

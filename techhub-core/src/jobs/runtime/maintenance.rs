@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::time::interval;
 use tokio_util::sync::CancellationToken;
 
-use crate::actor::Actor;
 use crate::clock;
 use crate::events::EventKind;
 use crate::jobs::telemetry::{self, names};
@@ -41,8 +40,10 @@ impl Default for Retention {
 
 /// A periodic job: a cron expression and the job to enqueue at each tick.
 ///
-/// Each tick is enqueued ahead of time as a delayed job with the unique key `cron:<name>:<tick>`, so several
-/// runtimes sharing a store enqueue it once: the later ones find the live job and stop there.
+/// Each tick is enqueued ahead of time as a delayed job (with the unique key `cron:<name>:<tick>`), through
+/// [`JobStore::enqueue_cron_tick`](crate::storage::JobStore::enqueue_cron_tick): the store records the
+/// schedule's last fired tick in the same write, so several runtimes sharing a store enqueue each tick once,
+/// even a runtime that comes late, after the tick's job has finished.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     name: String,
@@ -135,14 +136,14 @@ impl Maintenance {
         Ok(())
     }
 
-    /// Enqueues each schedule's next tick (once: the unique key makes a second enqueue a no-op).
+    /// Enqueues each schedule's next tick (once: the store refuses a tick at or before the last one fired).
     async fn fire_schedules(&self, hub: &TechHub) -> Result<()> {
         let now = hub.now();
         for schedule in &self.schedules {
             let Some(tick) = schedule.expression.after(&now).next() else { continue };
             let key = format!("cron:{}:{}", schedule.name, tick.timestamp());
             let spec = schedule.job.clone().run_at(tick).unique_key(key);
-            hub.jobs().enqueue(&Actor::System, spec).await?;
+            hub.jobs().enqueue_cron_tick(&schedule.name, tick, spec).await?;
         }
         Ok(())
     }

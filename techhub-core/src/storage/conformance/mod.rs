@@ -29,6 +29,7 @@ mod batches;
 mod builds;
 mod builds_run;
 pub mod crash;
+mod cron;
 mod endpoints;
 mod fixtures;
 mod jobs;
@@ -46,6 +47,7 @@ pub use self::audit::*;
 pub use self::batches::*;
 pub use self::builds::*;
 pub use self::builds_run::*;
+pub use self::cron::*;
 pub use self::endpoints::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
@@ -153,6 +155,11 @@ macro_rules! conformance_tests {
             jobs_concurrent_batch_claimers_claim_each_job_once,
             jobs_settle_many_applies_each_settlement,
             jobs_settle_many_fences_each_job_alone,
+            cron_tick_fires_once_even_after_its_job_finished,
+            cron_tick_older_than_the_last_fired_is_refused,
+            cron_ticks_of_schedules_are_independent,
+            cron_tick_concurrent_callers_store_one_job,
+            cron_tick_is_not_recorded_when_its_job_fails,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
