@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the repository: the README's test command and what CI runs.
 #   1. the whole workspace (core, every store's conformance suite and crash rounds, the HTTP suite on memory);
-#   2. the HTTP black-box suite again on SQLite files, the default store of every real user;
+#   2. the HTTP black-box suite again on SQLite files, the default store of every real user, and on
+#      PostgreSQL (a fresh database per test on the test server, see below);
 #   3. the webhook delivery suite again on SQLite and on sled;
 #   4. the OpenAPI document against the real server: schemathesis and a generated Python client
 #      (scripts/api-acceptance.sh, which installs both from PyPI into a virtualenv when missing);
@@ -27,6 +28,7 @@ fi
 
 cargo test --workspace "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-axum --tests "$@"
+TECHHUB_TEST_STORE=postgres cargo test -p techhub-axum --tests "$@"
 TECHHUB_TEST_STORE=sqlite cargo test -p techhub-core --test webhooks "$@"
 TECHHUB_TEST_STORE=sled cargo test -p techhub-core --test webhooks "$@"
 # The server binary the workspace run just built (with the `dashboard` feature the example enables).

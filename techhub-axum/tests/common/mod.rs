@@ -1,11 +1,14 @@
 //! The shared harness of the black-box suite: a real server on `127.0.0.1:0`, an admin, accounts, a real HTTP
 //! client and a real WebSocket client, and assertions on problem responses.
 //!
-//! The store is a fresh memory store, or with `TECHHUB_TEST_STORE=sqlite` a SQLite file in a temporary
-//! directory (the default store of every real user): the test script runs the suite on both.
+//! The store is a fresh memory store, with `TECHHUB_TEST_STORE=sqlite` a SQLite file in a temporary
+//! directory (the default store of every real user), or with `TECHHUB_TEST_STORE=postgres` a fresh database
+//! on the PostgreSQL test server (the one `TECHHUB_TEST_POSTGRES_URL` names, or one the store's test harness
+//! starts for the test process): the test script runs the suite on all three.
 
 #![allow(dead_code)]
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,8 @@ use techhub_core::storage::DynStorage;
 use techhub_core::users::Registration;
 use techhub_core::{Config, TechHub};
 use techhub_store_memory::MemoryStore;
+use techhub_store_postgres::test_server::TestServer;
+use techhub_store_postgres::{PostgresOptions, PostgresStore};
 use techhub_store_sqlite::SqliteStore;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -59,7 +64,8 @@ pub(crate) struct Options {
     pub(crate) clock: Option<ManualClock>,
     /// Whether to run workers (`default` and `email` queues) in the process.
     pub(crate) workers: bool,
-    /// The store (by default a fresh one of the kind `TECHHUB_TEST_STORE` names: `memory` or `sqlite`).
+    /// The store (by default a fresh one of the kind `TECHHUB_TEST_STORE` names: `memory`, `sqlite` or
+    /// `postgres`).
     pub(crate) store: Option<DynStorage>,
     /// The hub's public URL ([`PUBLIC_URL`] by default).
     pub(crate) public_url: Option<&'static str>,
@@ -112,8 +118,9 @@ pub(crate) struct Server {
     pub(crate) admin: Account,
     workers: Option<WorkerHandle>,
     serving: tokio::task::JoinHandle<()>,
-    /// The directory of a SQLite store, removed with the server.
-    _data: Option<tempfile::TempDir>,
+    /// What the default store lives in (a SQLite file's directory, a PostgreSQL database), removed with the
+    /// server.
+    _data: Option<Box<dyn Any + Send>>,
 }
 
 impl Drop for Server {
@@ -131,7 +138,7 @@ pub(crate) async fn start() -> Server {
 pub(crate) async fn start_with(options: Options) -> Server {
     let (store, data) = match options.store.clone() {
         Some(store) => (store, None),
-        None => fresh_store(),
+        None => fresh_store().await,
     };
     let outbox = OutboxNotifier::new();
     let mut auth = AuthConfig::default();
@@ -193,17 +200,24 @@ pub(crate) async fn start_with(options: Options) -> Server {
     Server { base: format!("http://{addr}"), addr, hub, outbox, http, admin, workers, serving, _data: data }
 }
 
-/// A fresh store of the kind `TECHHUB_TEST_STORE` names (`memory`, the default, or `sqlite`), with the
-/// directory a SQLite file lives in.
-fn fresh_store() -> (DynStorage, Option<tempfile::TempDir>) {
+/// A fresh store of the kind `TECHHUB_TEST_STORE` names (`memory`, the default, `sqlite` or `postgres`), with
+/// what it lives in: the directory of a SQLite file, or a database of the PostgreSQL test server.
+async fn fresh_store() -> (DynStorage, Option<Box<dyn Any + Send>>) {
     match std::env::var("TECHHUB_TEST_STORE").as_deref() {
         Ok("sqlite") => {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let store = SqliteStore::open(dir.path().join("techhub.db")).expect("the SQLite store opens");
-            (Arc::new(store), Some(dir))
+            (Arc::new(store), Some(Box::new(dir)))
+        }
+        Ok("postgres") => {
+            let database = TestServer::shared().database().await;
+            // A small pool: every test has its own database on one server, and the tests of a binary run at once.
+            let options = PostgresOptions::default().max_connections(4);
+            let store = PostgresStore::connect(database.url(), options).await.expect("the PostgreSQL store connects");
+            (Arc::new(store), Some(Box::new(database)))
         }
         Ok("memory") | Err(_) => (Arc::new(MemoryStore::new()), None),
-        Ok(other) => panic!("TECHHUB_TEST_STORE={other:?}: expected memory or sqlite"),
+        Ok(other) => panic!("TECHHUB_TEST_STORE={other:?}: expected memory, sqlite or postgres"),
     }
 }
 
