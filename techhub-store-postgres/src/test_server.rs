@@ -194,6 +194,29 @@ impl TestServer {
     }
 }
 
+/// The database of a check that runs the store in several processes (the shared crash rounds and two-claimer
+/// check of `techhub_core::storage::conformance`), which names a store by a file path: the file at `path`
+/// holds the database's URL. The first call (the parent's) creates a database on [`TestServer::shared`] and
+/// writes its URL there; every later call, in any process, reads it.
+///
+/// The database lives as long as the process that created it (the test server removes it with itself).
+///
+/// # Errors
+///
+/// When the URL cannot be written.
+pub async fn database_url_at(path: &Path) -> std::io::Result<String> {
+    /// The parent's database, kept for the rest of the process.
+    static DATABASE: OnceLock<TestDatabase> = OnceLock::new();
+    if let Ok(url) = std::fs::read_to_string(path) {
+        return Ok(url);
+    }
+    let database = TestServer::shared().database().await;
+    let url = database.url().to_owned();
+    std::fs::write(path, &url)?;
+    let _ = DATABASE.set(database);
+    Ok(url)
+}
+
 /// A database of the test server, dropped with this guard.
 #[derive(Debug)]
 pub struct TestDatabase {

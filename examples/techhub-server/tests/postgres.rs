@@ -5,16 +5,17 @@
 //!
 //! The database server is the test harness's real PostgreSQL (`techhub_store_postgres::test_server`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::spawn_listening;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use techhub_store_postgres::test_server::TestServer;
 use tokio_tungstenite::tungstenite::Message;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_techhub-server");
 const SECRET: &str = "a shared signing secret of at least 32 bytes";
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "a long admin passphrase";
@@ -34,28 +35,25 @@ impl Drop for Server {
     }
 }
 
+/// A server on the database at `url` (it keeps nothing in its directory) running `workers` workers.
 fn start(url: &str, workers: usize) -> Server {
-    let dir = std::env::temp_dir();
-    let mut child = Command::new(SERVER)
-        .current_dir(dir)
-        .env_clear()
-        .env("TECHHUB_ADDR", "127.0.0.1:0")
-        .env("TECHHUB_LOG", "error")
-        .env("TECHHUB_STORE", url)
-        .env("TECHHUB_JWT_SECRET", SECRET)
-        .env("TECHHUB_WORKERS", workers.to_string())
-        .env("TECHHUB_ADMIN_EMAIL", ADMIN)
-        .env("TECHHUB_ADMIN_PASSWORD", PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
-    let address = line.trim().rsplit("http://").next().expect("an address").to_owned();
-    assert!(!address.is_empty(), "the server did not start");
+    let (child, address) = spawn_listening(
+        common::server(&std::env::temp_dir())
+            .env("TECHHUB_LOG", "error")
+            .env("TECHHUB_STORE", url)
+            .env("TECHHUB_JWT_SECRET", SECRET)
+            .env("TECHHUB_WORKERS", workers.to_string())
+            .env("TECHHUB_ADMIN_EMAIL", ADMIN)
+            .env("TECHHUB_ADMIN_PASSWORD", PASSWORD)
+            .stderr(Stdio::inherit()),
+    );
     Server { child, base: format!("http://{address}") }
+}
+
+/// `GET path` on `server` as the holder of `access`, as JSON.
+async fn get_json(http: &reqwest::Client, server: &Server, path: &str, access: &str) -> Value {
+    let response = http.get(format!("{}{path}", server.base)).bearer_auth(access).send().await.expect("answers");
+    response.json().await.expect("a JSON body")
 }
 
 async fn login(http: &reqwest::Client, server: &Server) -> Value {
@@ -117,15 +115,7 @@ async fn two_servers_share_jobs_events_and_sessions() {
     .unwrap_or_else(|_| panic!("the job's events on the front server stopped at {kinds:?}"));
     let started = kinds.iter().position(|kind| kind == "job.started").expect("job.started arrived");
     assert!(started < kinds.len() - 1, "started before it succeeded: {kinds:?}");
-    let job: Value = http
-        .get(format!("{}/api/v1/jobs/{job_id}", front.base))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("a job");
+    let job = get_json(&http, &front, &format!("/api/v1/jobs/{job_id}"), &access).await;
     assert_eq!(job["state"], "succeeded", "{job}");
 
     // A session ended through one server is refused by the other on its next request.
@@ -158,15 +148,7 @@ async fn a_server_whose_database_restarts_is_unready_meanwhile_and_recovers_by_i
     };
     assert_eq!(ready(http.clone(), server.base.clone()).await, 200);
     let access = login(&http, &server).await["access_token"].as_str().expect("a token").to_owned();
-    let before: Value = http
-        .get(format!("{}/api/v1/users/me", server.base))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("me");
+    let before = get_json(&http, &server, "/api/v1/users/me", &access).await;
 
     postgres.stop();
     let until = |want: u16| {
@@ -186,15 +168,7 @@ async fn a_server_whose_database_restarts_is_unready_meanwhile_and_recovers_by_i
     until(200).await;
 
     // Nothing acknowledged was lost, sessions work again, and the workers run jobs again.
-    let after: Value = http
-        .get(format!("{}/api/v1/users/me", server.base))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("me");
+    let after = get_json(&http, &server, "/api/v1/users/me", &access).await;
     assert_eq!(after["id"], before["id"]);
     let export = http
         .post(format!("{}/api/v1/users/export", server.base))
@@ -207,15 +181,7 @@ async fn a_server_whose_database_restarts_is_unready_meanwhile_and_recovers_by_i
     let job_id = export.json::<Value>().await.expect("json")["job_id"].as_str().expect("a job id").to_owned();
     tokio::time::timeout(PATIENCE, async {
         loop {
-            let job: Value = http
-                .get(format!("{}/api/v1/jobs/{job_id}", server.base))
-                .bearer_auth(&access)
-                .send()
-                .await
-                .expect("answers")
-                .json()
-                .await
-                .expect("a job");
+            let job = get_json(&http, &server, &format!("/api/v1/jobs/{job_id}"), &access).await;
             if job["state"] == "succeeded" {
                 return;
             }

@@ -1,23 +1,12 @@
 //! The server as a user runs it: a bad setting stops it at start naming the variable; a good configuration
 //! serves, bootstraps the admin (who then signs in), and stops gracefully (exit 0) on SIGTERM and on SIGINT.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_techhub-server");
-
-fn server(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(SERVER);
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("TECHHUB_ADDR", "127.0.0.1:0")
-        .env("TECHHUB_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
+use common::{server, spawn_listening};
 
 #[test]
 fn a_bad_setting_stops_the_server_naming_the_variable() {
@@ -43,16 +32,11 @@ fn a_bad_setting_stops_the_server_naming_the_variable() {
 
 /// Starts the server on the default SQLite store with an admin and returns it with its address.
 fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = server(dir)
-        .env("TECHHUB_ADMIN_EMAIL", "admin@example.com")
-        .env("TECHHUB_ADMIN_PASSWORD", "a long admin passphrase")
-        .spawn()
-        .expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
-    let address = line.trim().rsplit("http://").next().expect("an address").to_owned();
-    (child, address)
+    spawn_listening(
+        server(dir)
+            .env("TECHHUB_ADMIN_EMAIL", "admin@example.com")
+            .env("TECHHUB_ADMIN_PASSWORD", "a long admin passphrase"),
+    )
 }
 
 fn wait(child: &mut Child) -> std::process::ExitStatus {

@@ -44,15 +44,15 @@ pub type Open = fn(&Path) -> StoreResult<DynStorage>;
 /// Opens the adapter's store asynchronously (a server database, reached over the network).
 pub type OpenAsync = fn(PathBuf) -> Pin<Box<dyn Future<Output = StoreResult<DynStorage>> + Send>>;
 
-/// How the test opens the store: either way, from async code.
+/// How a multi-process check opens the store: either way, from async code.
 #[derive(Clone, Copy)]
-enum Opener {
+pub(super) enum Opener {
     Sync(Open),
     Async(OpenAsync),
 }
 
 impl Opener {
-    async fn open(self, path: &Path) -> StoreResult<DynStorage> {
+    pub(super) async fn open(self, path: &Path) -> StoreResult<DynStorage> {
         match self {
             Self::Sync(open) => open(path),
             Self::Async(open) => open(path.to_owned()).await,

@@ -37,6 +37,7 @@ mod model;
 mod notifications;
 mod system;
 mod tokens;
+pub mod two_processes;
 mod users;
 
 use std::any::Any;
