@@ -136,6 +136,49 @@ async fn events_of_one_instance_reach_subscribers_of_another_in_order() {
     workers.shutdown().await;
 }
 
+/// An instance nobody subscribes to (no runtime, no WebSocket) still sends its job events, details included, to
+/// the other instances: `EventBus::publish_with` skips building an event only when no one anywhere can get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_events_of_an_instance_without_subscribers_reach_another() {
+    let database = TestServer::shared().database().await;
+    let quiet = hub(connect(&database).await);
+    let watcher = hub(connect(&database).await);
+    let mut watched = watcher.subscribe();
+    assert_eq!(quiet.events().subscriber_count(), 0, "nothing subscribes on the quiet instance");
+
+    let job = quiet.jobs().enqueue(&Actor::System, NewJob::new(KIND, json!({}))).await.expect("enqueued");
+    // Progress as the runtime publishes it (the runtime itself always subscribes, for the notification rules).
+    quiet.events().publish_with(
+        quiet.now(),
+        EventKind::JobProgress,
+        job.id,
+        None,
+        || json!({ "job_id": job.id, "percent": 40, "message": "halfway there" }),
+    );
+    quiet.jobs().cancel(&Actor::System, job.id).await.expect("cancelled");
+    assert_eq!(quiet.events().subscriber_count(), 0);
+
+    let mut seen = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while seen.last().is_none_or(|event: &Event| event.kind != EventKind::JobCancelled) {
+            let event = watched.recv().await.expect("no event is missed");
+            if event.subject == uuid::Uuid::from(job.id) {
+                seen.push(event);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("the quiet instance's events stopped at {:?}", seen.iter().map(|e| e.kind).collect::<Vec<_>>())
+    });
+    let kinds: Vec<EventKind> = seen.iter().map(|event| event.kind).collect();
+    assert_eq!(kinds, [EventKind::JobQueued, EventKind::JobProgress, EventKind::JobCancelled]);
+    assert!(seen.iter().all(|event| event.from_peer), "every one came from the other instance");
+    assert_eq!(seen[0].data["kind"], KIND, "the details were built: {:?}", seen[0].data);
+    assert_eq!((seen[1].data["percent"].as_u64(), seen[1].data["message"].as_str()), (Some(40), Some("halfway there")));
+    assert_eq!(seen[2].data["state"], "cancelled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_a_notification_still_arrives_whole() {
     let database = TestServer::shared().database().await;
