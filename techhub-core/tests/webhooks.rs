@@ -526,3 +526,34 @@ async fn a_failed_build_is_mailed_to_the_configured_recipients_only() {
         (Some("build.failed"), Some("build_finished"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_workers_queues_the_notifications_of_its_own_events() {
+    // An API-only instance: no workers, yet its own `build.failed` becomes a pending notification and its job.
+    let hub = hub_with(config(), None);
+    let (at, _received) = receiver(vec![answer(200)]).await;
+    let (endpoint, _) = webhook(&hub, format!("http://{at}/hooks"), &["build.failed"]).await;
+    fail_a_build(&hub, "web").await;
+    let pending = timeout(PATIENCE, async {
+        loop {
+            let found = notifications(&hub, Channel::Webhook).await;
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the rule ran without workers");
+    assert_eq!(pending.len(), 1);
+    let notification = &pending[0];
+    assert_eq!(
+        (notification.status, notification.recipient.as_str(), notification.event_type.as_deref()),
+        (NotificationStatus::Pending, endpoint.id.to_string().as_str(), Some("build.failed"))
+    );
+    let job = hub.storage().get_job(notification.job_id.expect("a job")).await.expect("read").expect("stored");
+    assert_eq!((job.kind.as_str(), job.state), ("notification.send", techhub_core::model::JobState::Queued));
+    // Workers started later (here, or on another instance) deliver it.
+    let _workers = workers(&hub);
+    settled(&hub, notification.id, NotificationStatus::Sent).await;
+}
