@@ -557,3 +557,34 @@ async fn a_hub_without_workers_queues_the_notifications_of_its_own_events() {
     let _workers = workers(&hub);
     settled(&hub, notification.id, NotificationStatus::Sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_configured_maximum_waits_the_maximum() {
+    let clock = ManualClock::new(chrono::Utc::now());
+    let cap = Duration::from_secs(60);
+    let hub = hub_with(config().max_retry_after(cap), Some(clock.clone()));
+    let _workers = workers(&hub);
+    let busy = Answer { status: 503, headers: vec![("retry-after", "86400".to_owned())] };
+    let (at, mut received) = receiver(vec![busy, answer(200)]).await;
+    let (endpoint, _) = webhook(&hub, format!("http://{at}/hooks"), &[]).await;
+    let queued = hub
+        .notifications()
+        .send(&Actor::System, Channel::Webhook, &endpoint.id.to_string(), "", "{}")
+        .await
+        .expect("queued");
+    next(&mut received).await;
+    let job_id = queued.job_id.expect("a job");
+    let waiting = timeout(PATIENCE, async {
+        loop {
+            let job = hub.storage().get_job(job_id).await.expect("read").expect("exists");
+            if job.state == techhub_core::model::JobState::Queued && job.attempt == 1 {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job waits");
+    // The manual clock stands still: the wait is exactly the cap, not the day the receiver asked for.
+    assert_eq!(waiting.run_at, clock.now() + chrono::TimeDelta::from_std(cap).expect("fits"));
+}
