@@ -283,7 +283,11 @@ async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Me
             record.status = NotificationStatus::Sent;
             record.sent_at = Some(hub.now());
             record.last_error = None;
-            if let Some(endpoint) = endpoint {
+            // A healthy endpoint (as loaded for this attempt) has nothing to reset: skip its read and write. A
+            // failure recorded since then is reset by the endpoint's next success.
+            if let Some(endpoint) =
+                endpoint.filter(|endpoint| endpoint.failure_streak > 0 || endpoint.failing_since.is_some())
+            {
                 endpoint_health(hub, endpoint.id, Health::Succeeded).await;
             }
             Ok(json!({ "notification_id": id }))
