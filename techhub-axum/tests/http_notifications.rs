@@ -366,3 +366,50 @@ async fn templates_are_listed_and_render_to_email_with_a_locale_fallback() {
     assert_eq!(server.post("/api/v1/notifications", Some(&admin), &direct).await.status(), StatusCode::ACCEPTED);
     assert_eq!(server.wait_mail("dev@example.com", "Deploy").await.text, "v2 is live");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_endpoint_url_never_shows_its_token() {
+    let server = server(0).await;
+    let mut events = server.hub.subscribe();
+    let admin = server.admin.access.clone();
+    let (url, mut received) = receiver(vec![200]).await;
+    let token = "xoxSECRETslackTOKEN0123456789";
+    let slack_url = format!("{}/services/T0ABC/B0DEF/{token}", url.trim_end_matches("/hooks"));
+    let request = json!({ "kind": "slack", "url": slack_url, "event_types": ["build.failed"] });
+    let response = server.post("/api/v1/notifications/endpoints", Some(&admin), &request).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let mut seen = response.text().await.expect("text");
+    let created: Value = serde_json::from_str(&seen).expect("JSON");
+    let endpoint_id = created["endpoint"]["id"].as_str().expect("id").to_owned();
+    let masked = format!("{}/services/T0ABC/B0DEF/****", url.trim_end_matches("/hooks"));
+    assert_eq!(created["endpoint"]["url"].as_str(), Some(masked.as_str()), "{created}");
+    assert_eq!(created["secret"], Value::Null);
+
+    // A message goes to the real URL, token included, while every answer shows it masked.
+    let message = json!({ "channel": "slack", "recipient": endpoint_id, "subject": "Deploy", "body": "done" });
+    let queued = body(server.post("/api/v1/notifications", Some(&admin), &message).await).await;
+    let (_, delivered) = next(&mut received).await;
+    assert!(String::from_utf8_lossy(&delivered).contains("done"));
+    let id = queued["id"].as_str().expect("id").to_owned();
+    wait_status(&server, &id, "sent").await;
+    for path in [
+        "/api/v1/notifications/endpoints".to_owned(),
+        format!("/api/v1/notifications/endpoints/{endpoint_id}"),
+        "/api/v1/notifications".to_owned(),
+        format!("/api/v1/notifications/{id}"),
+        "/api/v1/audit".to_owned(),
+    ] {
+        let answer = server.get(&path, Some(&admin)).await.text().await.expect("text");
+        if path.ends_with(&endpoint_id) {
+            let endpoint: Value = serde_json::from_str(&answer).expect("JSON");
+            assert_eq!(endpoint["url"].as_str(), Some(masked.as_str()));
+        }
+        seen.push_str(&answer);
+    }
+    while let Ok(event) = events.try_recv() {
+        seen.push_str(&serde_json::to_string(&event).expect("serializes"));
+    }
+    seen.push_str(&String::from_utf8_lossy(&logs().0.lock().expect("not poisoned")));
+    assert!(!seen.contains(token), "the Slack token leaked");
+    assert!(seen.contains(&masked) && seen.contains(&id), "the check read real answers");
+}

@@ -36,8 +36,12 @@ pub struct NotifyConfig {
     /// Which private or special addresses webhook and Slack URLs may reach (default: none, public only).
     pub address_policy: crate::notify::AddressPolicy,
     /// Waits between delivery attempts; a notification gets one attempt plus one per wait (default, like
-    /// Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h). A longer `Retry-After` from the receiver wins.
+    /// Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h). A longer `Retry-After` from the receiver wins, up to
+    /// [`NotifyConfig::max_retry_after`].
     pub retry_schedule: Vec<Duration>,
+    /// The longest `Retry-After` honoured (default 1 h): a receiver asking for more waits this long, so one
+    /// answer cannot park a delivery for days.
+    pub max_retry_after: Duration,
     /// An endpoint whose deliveries all failed for this long is disabled (default 5 days).
     pub disable_after: Duration,
     /// How long a rotated-out signing secret keeps signing beside the new one (default 24 h).
@@ -66,6 +70,7 @@ impl Default for NotifyConfig {
                 minutes(600),
                 minutes(600),
             ],
+            max_retry_after: minutes(60),
             disable_after: Duration::from_secs(5 * 24 * 3600),
             secret_overlap: Duration::from_secs(24 * 3600),
             slack_per_second: 1,
@@ -88,6 +93,13 @@ impl NotifyConfig {
     #[must_use]
     pub fn retry_schedule(mut self, schedule: Vec<Duration>) -> Self {
         self.retry_schedule = schedule;
+        self
+    }
+
+    /// Sets [`NotifyConfig::max_retry_after`].
+    #[must_use]
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
         self
     }
 

@@ -1,6 +1,7 @@
 //! [`TechHub`], the handle applications keep, and its builder.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Utc};
@@ -32,7 +33,7 @@ pub struct TechHub {
     inner: Arc<HubInner>,
 }
 
-struct HubInner {
+pub(crate) struct HubInner {
     storage: DynStorage,
     clock: Arc<dyn Clock>,
     config: Config,
@@ -49,6 +50,9 @@ struct HubInner {
     build_executor: Option<Arc<dyn BuildExecutor>>,
     build_logs: BuildLogs,
     running_builds: RunningBuilds,
+    /// Whether this hub's notification rules run (they start once, at build inside a tokio runtime, else with
+    /// the workers).
+    rules_started: AtomicBool,
 }
 
 impl TechHub {
@@ -85,6 +89,25 @@ impl TechHub {
     /// A new subscriber to every event the hub publishes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Starts the notification rules on the current tokio runtime, once per hub: at build when the hub is built
+    /// inside a runtime, else with the workers ([`TechHub::start_workers`]). They run until the hub is dropped
+    /// (they keep only a weak reference to it), so an API-only instance (no workers) also turns its own events
+    /// into queued notifications, which the instances running workers deliver.
+    pub(crate) fn start_rules(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if self.inner.rules_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Subscribed before returning, so no event published after this call is missed by the rules.
+        let events = self.subscribe();
+        runtime.spawn(crate::notify::rules::run(Arc::downgrade(&self.inner), events));
+    }
+
+    /// The hub behind a weak reference, while it lives.
+    pub(crate) fn upgrade(inner: &Weak<HubInner>) -> Option<Self> {
+        inner.upgrade().map(|inner| Self { inner })
     }
 
     /// The user service: register, read, list, update, delete, import, export.
@@ -325,8 +348,11 @@ impl TechHubBuilder {
                 build_executor: self.build_executor,
                 build_logs: BuildLogs::default(),
                 running_builds: RunningBuilds::default(),
+                rules_started: AtomicBool::new(false),
             }),
         };
+        // The rules turn this instance's own events into notifications whether or not it runs workers.
+        hub.start_rules();
         if let Some(peers) = peers {
             let inbox: Weak<dyn PeerInbox> = Arc::downgrade(&hub.inner) as Weak<dyn PeerInbox>;
             peers.attach(inbox);

@@ -21,10 +21,11 @@ use techhub_core::jobs::{WorkerConfig, WorkerHandle};
 use techhub_core::model::{
     Channel, Endpoint, EndpointKind, Notification, NotificationFilter, NotificationStatus, PageRequest,
 };
-use techhub_core::notify::{AddressPolicy, EMAIL_QUEUE, NewEndpoint};
+use techhub_core::notify::{AddressPolicy, EMAIL_QUEUE, HttpLimits, NewEndpoint};
 use techhub_core::storage::DynStorage;
 use techhub_core::{Actor, Config, ErrorKind, NotifyConfig, TechHub};
 use techhub_store_memory::MemoryStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::timeout;
@@ -34,6 +35,8 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// One request a receiver got.
 #[derive(Debug, Clone)]
 struct Received {
+    /// When it arrived.
+    at: std::time::Instant,
     path: String,
     headers: HeaderMap,
     body: Bytes,
@@ -57,7 +60,8 @@ struct Receiver_ {
 }
 
 async fn receive(State(state): State<Receiver_>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let _ = state.seen.send(Received { path: uri.path().to_owned(), headers, body });
+    let at = std::time::Instant::now();
+    let _ = state.seen.send(Received { at, path: uri.path().to_owned(), headers, body });
     let next = {
         let mut answers = state.answers.lock().expect("not poisoned");
         if answers.len() > 1 { answers.pop_front() } else { answers.front().cloned() }
@@ -525,4 +529,144 @@ async fn a_failed_build_is_mailed_to_the_configured_recipients_only() {
         (mailed[0].event_type.as_deref(), mailed[0].template.as_deref()),
         (Some("build.failed"), Some("build_finished"))
     );
+}
+
+async fn slack(hub: &TechHub, url: String) -> Endpoint {
+    let new = NewEndpoint { kind: EndpointKind::Slack, url, description: String::new(), event_types: vec![] };
+    hub.notifications().create_endpoint(&Actor::System, new).await.expect("created").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_slack_messages_to_one_url_arrive_at_least_a_second_apart() {
+    // The default limit: one message per second per Slack URL. Two workers could send both at once.
+    let hub = hub_with(config(), None);
+    let _workers = workers(&hub);
+    let (at, mut received) = receiver(vec![answer(200)]).await;
+    let endpoint = slack(&hub, format!("http://{at}/services/T0/B0/x")).await;
+    let recipient = endpoint.id.to_string();
+    for text in ["first", "second"] {
+        hub.notifications().send(&Actor::System, Channel::Slack, &recipient, "", text).await.expect("queued");
+    }
+    let first = next(&mut received).await;
+    let second = next(&mut received).await;
+    // A minimum gap is behaviour (the limiter holds the second message back), not a speed assertion.
+    let gap = second.at.duration_since(first.at);
+    assert!(gap >= Duration::from_millis(950), "the second message came {gap:?} after the first");
+}
+
+/// A receiver on 127.0.0.1 that answers every request `200 OK` with a body that never ends (it claims a
+/// huge length and writes until the client goes away); it reports each connection the client closed.
+async fn endless_receiver() -> (SocketAddr, UnboundedReceiver<u64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let address = listener.local_addr().expect("bound");
+    let (closed, closes) = unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000000000\r\n\r\n";
+                let mut written = 0u64;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while socket.write_all(&chunk).await.is_ok() {
+                    written += chunk.len() as u64;
+                }
+                let _ = closed.send(written);
+            });
+        }
+    });
+    (address, closes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_response_body_is_cut_short_and_the_attempt_recorded() {
+    // A total timeout longer than the test's patience: only the bounded read can end the exchange in time.
+    let limits = HttpLimits { timeout: Duration::from_secs(600), ..HttpLimits::default() };
+    let hub = hub_with(config().http(limits), None);
+    let _workers = workers(&hub);
+    let (at, mut closes) = endless_receiver().await;
+    let (endpoint, _) = webhook(&hub, format!("http://{at}/hooks"), &[]).await;
+    let queued = hub
+        .notifications()
+        .send(&Actor::System, Channel::Webhook, &endpoint.id.to_string(), "", "{}")
+        .await
+        .expect("queued");
+    let record = settled(&hub, queued.id, NotificationStatus::Sent).await;
+    let codes: Vec<Option<u16>> = record.deliveries.iter().map(|delivery| delivery.status_code).collect();
+    assert_eq!(codes, [Some(200)], "one attempt, recorded with the receiver's status");
+    // The client hung up on the body instead of reading (or buffering) it to the end.
+    timeout(PATIENCE, closes.recv()).await.expect("the client closed the connection in time").expect("open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_beyond_the_configured_maximum_waits_the_maximum() {
+    let clock = ManualClock::new(chrono::Utc::now());
+    let cap = Duration::from_secs(60);
+    let hub = hub_with(config().max_retry_after(cap), Some(clock.clone()));
+    let _workers = workers(&hub);
+    let busy = Answer { status: 503, headers: vec![("retry-after", "86400".to_owned())] };
+    let (at, mut received) = receiver(vec![busy, answer(200)]).await;
+    let (endpoint, _) = webhook(&hub, format!("http://{at}/hooks"), &[]).await;
+    let queued = hub
+        .notifications()
+        .send(&Actor::System, Channel::Webhook, &endpoint.id.to_string(), "", "{}")
+        .await
+        .expect("queued");
+    next(&mut received).await;
+    let job_id = queued.job_id.expect("a job");
+    let waiting = timeout(PATIENCE, async {
+        loop {
+            let job = hub.storage().get_job(job_id).await.expect("read").expect("exists");
+            if job.state == techhub_core::model::JobState::Queued && job.attempt == 1 {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job waits");
+    // The manual clock stands still: the wait is exactly the cap, not the day the receiver asked for.
+    assert_eq!(waiting.run_at, clock.now() + chrono::TimeDelta::from_std(cap).expect("fits"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_workers_queues_the_notifications_of_its_own_events() {
+    // An API-only instance: no workers, yet its own `build.failed` becomes a pending notification and its job.
+    let hub = hub_with(config(), None);
+    let (at, _received) = receiver(vec![answer(200)]).await;
+    let (endpoint, _) = webhook(&hub, format!("http://{at}/hooks"), &["build.failed"]).await;
+    fail_a_build(&hub, "web").await;
+    let pending = timeout(PATIENCE, async {
+        loop {
+            let found = notifications(&hub, Channel::Webhook).await;
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the rule ran without workers");
+    assert_eq!(pending.len(), 1);
+    let notification = &pending[0];
+    assert_eq!(
+        (notification.status, notification.recipient.as_str(), notification.event_type.as_deref()),
+        (NotificationStatus::Pending, endpoint.id.to_string().as_str(), Some("build.failed"))
+    );
+    let job = hub.storage().get_job(notification.job_id.expect("a job")).await.expect("read").expect("stored");
+    assert_eq!((job.kind.as_str(), job.state), ("notification.send", techhub_core::model::JobState::Queued));
+    // Workers started later (here, or on another instance) deliver it.
+    let _workers = workers(&hub);
+    settled(&hub, notification.id, NotificationStatus::Sent).await;
 }

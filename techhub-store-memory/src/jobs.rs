@@ -143,6 +143,11 @@ impl JobIndex {
         }
     }
 
+    /// Whether a live (queued or running) job holds `key`.
+    pub(crate) fn holds_key(&self, key: &str) -> bool {
+        self.unique.contains_key(key)
+    }
+
     /// Checks that `jobs` can be inserted, in order: a job whose unique key is live (stored, or taken by an
     /// earlier job of the batch) will yield the live job and needs no check; any other job's id must be new
     /// (not stored, not earlier in the batch).

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use techhub_core::model::{
-    Channel, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page, PageRequest,
+    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
+    PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult};
 
@@ -34,6 +35,44 @@ impl NotificationStore for MemoryStore {
         tables.count(&notification, 1);
         tables.by_id.insert(notification.id, notification.clone());
         Ok(notification)
+    }
+
+    async fn queue_notification(
+        &self,
+        mut notification: Notification,
+        expected_version: Option<u64>,
+        job: Job,
+    ) -> StoreResult<(Notification, Job)> {
+        let mut tables = write(&self.notifications);
+        let previous = match expected_version {
+            None if tables.by_id.contains_key(&notification.id) => return Err(Conflict::Duplicate.into()),
+            None => None,
+            Some(version) => {
+                let stored = tables.by_id.get(&notification.id).ok_or(StoreError::NotFound)?;
+                if stored.version != version {
+                    return Err(Conflict::VersionMismatch.into());
+                }
+                Some(stored.clone())
+            }
+        };
+        let mut jobs = self.jobs.lock_index();
+        if job.unique_key.as_ref().is_some_and(|key| jobs.holds_key(key)) {
+            return Err(Conflict::Duplicate.into());
+        }
+        jobs.check_new(&self.jobs, std::slice::from_ref(&job))?;
+        // Validated: from here on nothing fails, so the notification and its job land together.
+        match &previous {
+            Some(previous) => {
+                notification.version = previous.version + 1;
+                notification.created_at = previous.created_at;
+                tables.count(previous, -1);
+            }
+            None => notification.version = 1,
+        }
+        tables.count(&notification, 1);
+        tables.by_id.insert(notification.id, notification.clone());
+        let job = jobs.insert_checked(&self.jobs, vec![job]).remove(0);
+        Ok((notification, job))
     }
 
     async fn get_notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {

@@ -83,7 +83,7 @@ pub(crate) async fn insert_jobs<C: GenericClient + Sync>(client: &C, jobs: Vec<J
 /// Inserts the rows in one statement and returns the ids inserted. With `skip_conflicts`, rows that conflict
 /// (a live key, an existing id) are skipped; without, any conflict fails the statement ([`Conflict::Duplicate`])
 /// and nothing is inserted.
-async fn insert_rows<C: GenericClient + Sync>(
+pub(crate) async fn insert_rows<C: GenericClient + Sync>(
     client: &C,
     jobs: &[Job],
     skip_conflicts: bool,

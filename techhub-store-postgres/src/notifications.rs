@@ -3,12 +3,14 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use techhub_core::model::{
-    Channel, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page, PageRequest,
+    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
+    PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult, decisions};
 
 use crate::PostgresStore;
 use crate::db::{Db, execute, query, query_opt};
+use crate::jobs::insert_rows;
 use crate::rows::{self, big, to_json, word};
 
 async fn load<C: GenericClient + Sync>(
@@ -41,6 +43,54 @@ impl NotificationStore for PostgresStore {
         )
         .await?;
         if inserted == 0 { Err(Conflict::Duplicate.into()) } else { Ok(notification) }
+    }
+
+    async fn queue_notification(
+        &self,
+        mut notification: Notification,
+        expected_version: Option<u64>,
+        job: Job,
+    ) -> StoreResult<(Notification, Job)> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        match expected_version {
+            None => notification.version = 1,
+            Some(version) => {
+                let stored = load(&transaction, notification.id, true).await?.ok_or(StoreError::NotFound)?;
+                if stored.version != version {
+                    return Err(Conflict::VersionMismatch.into());
+                }
+                notification.version = version + 1;
+                notification.created_at = stored.created_at;
+            }
+        }
+        let sql = if expected_version.is_none() {
+            "INSERT INTO notifications (id, channel, status, version, record) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING"
+        } else {
+            "UPDATE notifications SET channel = $2, status = $3, version = $4, record = $5 WHERE id = $1"
+        };
+        let written = execute(
+            &transaction,
+            sql,
+            &[
+                notification.id.as_uuid(),
+                &word(&notification.channel)?,
+                &word(&notification.status)?,
+                &big(notification.version),
+                &to_json(&notification)?,
+            ],
+        )
+        .await?;
+        if written == 0 {
+            return Err(Conflict::Duplicate.into());
+        }
+        // Without skipping conflicts, a job id that exists or a unique key a live job holds fails the
+        // statement with `Duplicate`; the transaction is dropped uncommitted, so the notification goes too.
+        insert_rows(&transaction, std::slice::from_ref(&job), false).await?;
+        transaction.commit().await.db()?;
+        self.announce(std::slice::from_ref(&job));
+        Ok((notification, job))
     }
 
     async fn get_notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {

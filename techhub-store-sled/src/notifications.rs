@@ -3,13 +3,15 @@
 
 use async_trait::async_trait;
 use techhub_core::model::{
-    Channel, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page, PageRequest,
+    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
+    PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult};
 
 use crate::SledStore;
 use crate::codec::corrupt;
 use crate::engine::{Sled, TreeId, counter};
+use crate::job_index::{JobTx, NewJob};
 use crate::paging::page_of;
 use crate::rows::{from_json, to_json};
 use crate::tx::{OrAbort, Tx, TxResult, TxTree, abort};
@@ -52,6 +54,49 @@ impl NotificationStore for SledStore {
                 Ok(stored.clone())
             })
             .await
+    }
+
+    async fn queue_notification(
+        &self,
+        notification: Notification,
+        expected_version: Option<u64>,
+        job: Job,
+    ) -> StoreResult<(Notification, Job)> {
+        let prepared = NewJob::prepare(&job)?;
+        let unique_key = job.unique_key.clone();
+        let stored = self
+            .writer
+            .write(move |tx| {
+                let (rows, counts) = trees(tx);
+                let previous = rows.get(notification.id.as_bytes())?;
+                let next = match (expected_version, previous) {
+                    (None, Some(_)) => return Err(abort(Conflict::Duplicate)),
+                    (None, None) => Notification { version: 1, ..notification.clone() },
+                    (Some(_), None) => return Err(abort(StoreError::NotFound)),
+                    (Some(version), Some(row)) => {
+                        let stored: Notification = from_json(&row).or_abort()?;
+                        if stored.version != version {
+                            return Err(abort(Conflict::VersionMismatch));
+                        }
+                        shift(counts, count_key(&stored), false)?;
+                        Notification { version: version + 1, created_at: stored.created_at, ..notification.clone() }
+                    }
+                };
+                rows.insert(next.id.as_bytes().as_slice(), to_json(&next).or_abort()?)?;
+                shift(counts, count_key(&next), true)?;
+                let jobs = JobTx::new(tx);
+                if let Some(key) = &unique_key
+                    && jobs.unique_holder(key)?.is_some()
+                {
+                    return Err(abort(Conflict::Duplicate));
+                }
+                // The call's writes reach the transaction only if it succeeds: a refused job undoes the
+                // notification's writes above.
+                jobs.insert(std::slice::from_ref(&prepared))?;
+                Ok(next)
+            })
+            .await?;
+        Ok((stored, job))
     }
 
     async fn get_notification(&self, id: NotificationId) -> StoreResult<Option<Notification>> {

@@ -29,7 +29,7 @@ pub(crate) fn load_job(connection: &Connection, id: JobId) -> StoreResult<Option
         .sql()
 }
 
-fn live_with_key(connection: &Connection, key: &str) -> StoreResult<Option<Job>> {
+pub(crate) fn live_with_key(connection: &Connection, key: &str) -> StoreResult<Option<Job>> {
     connection
         .prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE unique_key = ?1 AND state IN ('queued', 'running')"

@@ -3,11 +3,13 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{
-    Channel, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page, PageRequest,
+    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
+    PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
+use crate::jobs::{insert_jobs, live_with_key};
 use crate::rows::to_json;
 use crate::{Sql, SqliteStore, rows};
 
@@ -54,6 +56,40 @@ impl NotificationStore for SqliteStore {
                 notification.version = 1;
                 write_row(connection, &notification, true)?;
                 Ok(notification)
+            })
+            .await
+    }
+
+    async fn queue_notification(
+        &self,
+        mut notification: Notification,
+        expected_version: Option<u64>,
+        job: Job,
+    ) -> StoreResult<(Notification, Job)> {
+        // One write closure: it runs in a savepoint of its own, so a failure of either part undoes both.
+        self.engine
+            .write(move |connection| {
+                let stored = load(connection, notification.id)?;
+                match (expected_version, stored) {
+                    (None, Some(_)) => return Err(Conflict::Duplicate.into()),
+                    (None, None) => notification.version = 1,
+                    (Some(_), None) => return Err(StoreError::NotFound),
+                    (Some(version), Some(stored)) if stored.version != version => {
+                        return Err(Conflict::VersionMismatch.into());
+                    }
+                    (Some(version), Some(stored)) => {
+                        notification.version = version + 1;
+                        notification.created_at = stored.created_at;
+                    }
+                }
+                write_row(connection, &notification, expected_version.is_none())?;
+                if let Some(key) = &job.unique_key
+                    && live_with_key(connection, key)?.is_some()
+                {
+                    return Err(Conflict::Duplicate.into());
+                }
+                let job = insert_jobs(connection, vec![job])?.remove(0);
+                Ok((notification, job))
             })
             .await
     }

@@ -33,7 +33,9 @@ pub struct EndpointView {
     /// `webhook` or `slack`.
     #[schema(value_type = crate::schema_names::EndpointKindName, example = "webhook")]
     pub kind: EndpointKind,
-    /// Where deliveries go (a user name and password in it are shown as `***`).
+    /// Where deliveries go, masked: a user name and password in it are shown as `***`, and the secret token
+    /// of a Slack endpoint's URL (its last path segment: `https://hooks.slack.com/services/T…/B…/****`) as
+    /// `****`. No response shows a Slack URL in full, not even the answer to its creation.
     pub url: String,
     /// What it is for.
     pub description: String,
@@ -58,7 +60,7 @@ impl From<Endpoint> for EndpointView {
         Self {
             id: *endpoint.id.as_uuid(),
             kind: endpoint.kind,
-            url: redact_url(&endpoint.url),
+            url: endpoint.redacted_url(),
             description: endpoint.description,
             event_types: endpoint.event_types,
             enabled: endpoint.enabled,

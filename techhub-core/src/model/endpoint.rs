@@ -60,7 +60,8 @@ pub struct Endpoint {
     pub id: EndpointId,
     /// Webhook or Slack.
     pub kind: EndpointKind,
-    /// Where deliveries are POSTed (it may carry credentials: show it through [`redact_url`]).
+    /// Where deliveries are POSTed (it may carry credentials, and a Slack URL's path is its secret: show it
+    /// through [`Endpoint::redacted_url`]).
     pub url: String,
     /// What it is for, for people.
     pub description: String,
@@ -110,6 +111,15 @@ impl Endpoint {
         }
     }
 
+    /// The URL as responses, events, logs and `Debug` show it: credentials hidden ([`redact_url`]), and for a
+    /// Slack endpoint its secret token as well ([`redact_secret_path`]), whatever its host.
+    pub fn redacted_url(&self) -> String {
+        match self.kind {
+            EndpointKind::Slack => redact_secret_path(&self.url),
+            EndpointKind::Webhook => redact_url(&self.url),
+        }
+    }
+
     /// Whether it receives events of `event_type` (enabled and subscribed).
     pub fn receives(&self, event_type: &str) -> bool {
         self.enabled && self.event_types.iter().any(|subscribed| subscribed == event_type)
@@ -139,7 +149,7 @@ impl fmt::Debug for Endpoint {
         f.debug_struct("Endpoint")
             .field("id", &self.id)
             .field("kind", &self.kind)
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.redacted_url())
             .field("event_types", &self.event_types)
             .field("enabled", &self.enabled)
             .field("failure_streak", &self.failure_streak)
@@ -149,16 +159,49 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// `url` with any user name and password replaced by `***`, for logs and responses.
+/// The mask that replaces a secret token in a shown URL.
+const SECRET_MASK: &str = "****";
+
+/// `url` with any user name and password replaced by `***`, for logs and responses. A Slack incoming-webhook
+/// URL (host `hooks.slack.com`) also gets its secret token masked ([`redact_secret_path`]).
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else { return url.to_owned() };
     let authority_start = scheme_end + 3;
     let rest = &url[authority_start..];
     let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_len].rfind('@') {
+    let authority = &rest[..authority_len];
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = host.split(':').next().unwrap_or_default();
+    if host.eq_ignore_ascii_case("hooks.slack.com") {
+        return redact_secret_path(url);
+    }
+    match authority.rfind('@') {
         Some(at) => format!("{}***{}", &url[..authority_start], &rest[at..]),
         None => url.to_owned(),
     }
+}
+
+/// `url` for a URL whose path ends in a secret (a Slack incoming webhook,
+/// `https://hooks.slack.com/services/T…/B…/<token>`): credentials hidden as [`redact_url`] hides them, the
+/// last path segment replaced by `****`, the query and fragment dropped. The scheme, host, port and the other
+/// path segments stay, so people can still tell endpoints apart.
+pub fn redact_secret_path(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return SECRET_MASK.to_owned() };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***{}", &authority[at..]),
+        None => authority.to_owned(),
+    };
+    let after_authority = &rest[authority_len..];
+    let path = &after_authority[..after_authority.find(['?', '#']).unwrap_or(after_authority.len())];
+    let kept = match path.trim_end_matches('/').rfind('/') {
+        Some(last) => &path[..=last],
+        None => "/",
+    };
+    format!("{}{authority}{kept}{SECRET_MASK}", &url[..authority_start])
 }
 
 #[cfg(test)]
@@ -172,6 +215,26 @@ mod tests {
         assert_eq!(redact_url("https://user:pw@hooks.example.com/a@b"), "https://***@hooks.example.com/a@b");
         assert_eq!(redact_url("https://hooks.example.com/x?a=b@c"), "https://hooks.example.com/x?a=b@c");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn slack_tokens_are_masked_and_the_rest_kept() {
+        let slack = "https://hooks.slack.com/services/T0123/B0456/abcdefSECRETtoken";
+        assert_eq!(redact_url(slack), "https://hooks.slack.com/services/T0123/B0456/****");
+        assert_eq!(
+            redact_url("https://Hooks.Slack.com:443/services/T1/B2/tok?x=1"),
+            "https://Hooks.Slack.com:443/services/T1/B2/****"
+        );
+        assert_eq!(redact_secret_path("http://u:p@127.0.0.1:8080/hook/tok#f"), "http://***@127.0.0.1:8080/hook/****");
+        assert_eq!(redact_secret_path("http://127.0.0.1:8080/tok/"), "http://127.0.0.1:8080/****");
+        assert_eq!(redact_secret_path("http://127.0.0.1:8080"), "http://127.0.0.1:8080/****");
+        assert_eq!(redact_secret_path("no url at all"), "****");
+        let endpoint =
+            Endpoint::new(EndpointKind::Slack, "http://127.0.0.1:9/services/T/B/tok", "", vec![], Utc::now());
+        assert_eq!(endpoint.redacted_url(), "http://127.0.0.1:9/services/T/B/****");
+        assert!(!format!("{endpoint:?}").contains("tok"));
+        let webhook = Endpoint { kind: EndpointKind::Webhook, ..endpoint };
+        assert_eq!(webhook.redacted_url(), "http://127.0.0.1:9/services/T/B/tok");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use build::{
     OutcomeFilter,
 };
 pub use database::DatabaseInfo;
-pub use endpoint::{Endpoint, EndpointKind, EndpointSecret, SigningSecret, redact_url};
+pub use endpoint::{Endpoint, EndpointKind, EndpointSecret, SigningSecret, redact_secret_path, redact_url};
 pub use ids::{AuditId, BuildId, EndpointId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,

@@ -143,7 +143,7 @@ pub struct LogNotifier;
 #[async_trait]
 impl Notifier for LogNotifier {
     async fn send(&self, message: &Message) -> Result<(), NotifyError> {
-        tracing::info!(to = %crate::model::redact_url(&message.to), subject = %message.subject, "notification on the log channel");
+        tracing::info!(to = %super::redacted_recipient(&message.to), subject = %message.subject, "notification on the log channel");
         Ok(())
     }
 }

@@ -3,8 +3,9 @@
 //! `notification.send` delivers one stored notification (payload `{ "notification_id": ... }`), or renders and
 //! delivers an inline message (payload [`NotificationJob`]) whose record shares the job's id. Every attempt is
 //! recorded on the notification ([`Delivery`]); failures are retried on the configured schedule (a
-//! `Retry-After` longer than the schedule's wait is honoured); a webhook answering 410, or failing for the whole
-//! disable window, disables its endpoint and publishes `endpoint.disabled`.
+//! `Retry-After` longer than the schedule's wait is honoured, up to the configured maximum); a webhook
+//! answering 410, or failing for the whole disable window, disables its endpoint and publishes
+//! `endpoint.disabled`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -282,7 +283,11 @@ async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Me
             record.status = NotificationStatus::Sent;
             record.sent_at = Some(hub.now());
             record.last_error = None;
-            if let Some(endpoint) = endpoint {
+            // A healthy endpoint (as loaded for this attempt) has nothing to reset: skip its read and write. A
+            // failure recorded since then is reset by the endpoint's next success.
+            if let Some(endpoint) =
+                endpoint.filter(|endpoint| endpoint.failure_streak > 0 || endpoint.failing_since.is_some())
+            {
                 endpoint_health(hub, endpoint.id, Health::Succeeded).await;
             }
             Ok(json!({ "notification_id": id }))
@@ -348,9 +353,10 @@ async fn send(hub: &TechHub, target: &Target, mut message: Message) -> Attempt {
 }
 
 /// The wait before the next attempt after `attempt` failed with `error`, or `None` when retrying cannot help:
-/// the schedule's wait, or the receiver's `Retry-After` when that is longer.
+/// the schedule's wait, or the receiver's `Retry-After` when that is longer (capped at the configured maximum).
 fn retry_wait(hub: &TechHub, attempt: u32, error: &NotifyError) -> Option<Duration> {
-    let schedule = &hub.config().notify.retry_schedule;
+    let config = &hub.config().notify;
+    let schedule = &config.retry_schedule;
     let scheduled = schedule
         .get(usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX))
         .or(schedule.last())
@@ -359,7 +365,9 @@ fn retry_wait(hub: &TechHub, attempt: u32, error: &NotifyError) -> Option<Durati
     match error {
         NotifyError::Permanent(_) => None,
         NotifyError::Rejected { status: 410, .. } => None,
-        NotifyError::Rejected { retry_after: Some(asked), .. } => Some(scheduled.max(*asked)),
+        NotifyError::Rejected { retry_after: Some(asked), .. } => {
+            Some(scheduled.max((*asked).min(config.max_retry_after)))
+        }
         NotifyError::Rejected { .. } | NotifyError::Transient(_) => Some(scheduled),
     }
 }

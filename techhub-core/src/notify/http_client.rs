@@ -13,7 +13,6 @@ use reqwest::{Client, Url, redirect};
 
 use super::NotifyError;
 use super::address_policy::AddressPolicy;
-use crate::model::redact_url;
 use crate::{Error, Result};
 
 /// Limits of outbound HTTP deliveries.
@@ -176,7 +175,7 @@ impl HttpDelivery {
 
 fn parse_url(url: &str) -> Result<Url> {
     let parsed =
-        Url::parse(url).map_err(|_| Error::invalid_field("url", format!("{} is not a URL", redact_url(url))))?;
+        Url::parse(url).map_err(|_| Error::invalid_field("url", "not a URL (an http or https URL is expected)"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Error::invalid_field("url", "only http and https URLs are allowed"));
     }
@@ -203,8 +202,10 @@ fn transport(error: &reqwest::Error, url: &str) -> NotifyError {
     } else {
         "failed"
     };
-    // reqwest's message names the URL, which may hold credentials: say it ourselves, redacted.
-    NotifyError::Transient(format!("the request to {} {what}", redact_url(url)))
+    // reqwest's message names the URL, which may hold credentials or (Slack) a secret path: name only its
+    // origin. The error is stored on the notification and shown to admins.
+    let origin = Url::parse(url).map(|parsed| parsed.origin().ascii_serialization()).unwrap_or_default();
+    NotifyError::Transient(format!("the request to {origin} {what}"))
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date, as a wait from `now` (a date in the past is no wait).

@@ -82,12 +82,19 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Bodies can carry one-time links: show their size, not their text.
         f.debug_struct("Message")
-            .field("to", &crate::model::redact_url(&self.to))
+            .field("to", &redacted_recipient(&self.to))
             .field("subject", &self.subject)
             .field("text_len", &self.text.len())
             .field("html_len", &self.html.as_ref().map(String::len))
             .finish_non_exhaustive()
     }
+}
+
+/// A recipient as logs and `Debug` show it: an email address as it is, a URL with its credentials and its
+/// last path segment masked (a Slack URL's path is its secret, and a message does not know its endpoint's
+/// kind).
+fn redacted_recipient(to: &str) -> String {
+    if to.contains("://") { crate::model::redact_secret_path(to) } else { to.to_owned() }
 }
 
 /// Why a delivery failed.

@@ -8,15 +8,20 @@
 //! | `user.registered` | a user was created | `user_registered` |
 //! | `endpoint.disabled` | an endpoint was disabled | `endpoint_disabled` |
 //!
-//! The worker runtime ([`TechHub::start_workers`]) runs the rules while it runs. Each notification is stored and
-//! its job queued right after the event (the state change is already committed when the event is published).
+//! Every hub runs the rules for its own events (not its peers': an event becomes notifications once, where it
+//! happened), whether or not it runs workers: they start when the hub is built inside a tokio runtime (else
+//! with [`TechHub::start_workers`]) and stop when it is dropped. Each notification and its job are stored in
+//! one write right after the event (the state change is already committed when the event is published); the
+//! instances running workers deliver them.
+
+use std::sync::Weak;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, EventKind};
+use crate::hub::HubInner;
 use crate::model::{BuildId, Channel, EndpointKind, JobId, UserId};
 use crate::{Result, TechHub};
 
@@ -24,17 +29,14 @@ use crate::{Result, TechHub};
 pub const EVENT_TYPES: [&str; 6] =
     ["build.succeeded", "build.failed", "build.cancelled", "job.failed", "user.registered", "endpoint.disabled"];
 
-/// Runs the rules on `events` until `stop`.
-pub(crate) async fn run(hub: TechHub, mut events: Receiver<Event>, stop: CancellationToken) {
+/// Runs the rules on `events` until the hub is dropped (its bus closes, or it is gone when an event comes).
+pub(crate) async fn run(hub: Weak<HubInner>, mut events: Receiver<Event>) {
     loop {
-        let event = tokio::select! {
-            () = stop.cancelled() => return,
-            event = events.recv() => event,
-        };
-        match event {
+        match events.recv().await {
             // The instance that published an event runs its rules; the others only show it.
             Ok(event) if event.from_peer => {}
             Ok(event) => {
+                let Some(hub) = TechHub::upgrade(&hub) else { return };
                 if let Err(error) = dispatch(&hub, &event).await {
                     tracing::warn!(event = ?event.kind, error = %error, "a notification rule failed");
                 }
@@ -86,15 +88,36 @@ async fn describe(hub: &TechHub, event: &Event) -> Result<Option<(&'static str, 
     Ok(Some(described))
 }
 
+/// The event type the rules know `kind` as, if they act on it.
+fn event_type_of(kind: EventKind) -> Option<&'static str> {
+    Some(match kind {
+        EventKind::BuildSucceeded => "build.succeeded",
+        EventKind::BuildFailed => "build.failed",
+        EventKind::BuildCancelled => "build.cancelled",
+        EventKind::JobFailed => "job.failed",
+        EventKind::UserCreated => "user.registered",
+        EventKind::EndpointDisabled => "endpoint.disabled",
+        _ => return None,
+    })
+}
+
 /// Queues the notifications `event` calls for; returns how many.
 pub(crate) async fn dispatch(hub: &TechHub, event: &Event) -> Result<usize> {
+    // Who subscribes is asked first, so an event nobody subscribes to costs one read (every hub runs the
+    // rules, and most events concern nobody).
+    let Some(event_type) = event_type_of(event.kind) else { return Ok(0) };
+    let config = &hub.config().notify;
+    let mailed = config.email_events.iter().any(|subscribed| subscribed == event_type);
+    let recipients = if mailed { config.email_recipients.as_slice() } else { &[] };
+    let mut endpoints = hub.storage().list_endpoints().await?;
+    endpoints.retain(|endpoint| endpoint.receives(event_type));
+    if endpoints.is_empty() && recipients.is_empty() {
+        return Ok(0);
+    }
     let Some((event_type, template, data)) = describe(hub, event).await? else { return Ok(0) };
     let service = hub.notifications();
     let mut queued = 0;
-    for endpoint in hub.storage().list_endpoints().await? {
-        if !endpoint.receives(event_type) {
-            continue;
-        }
+    for endpoint in endpoints {
         let channel = match endpoint.kind {
             EndpointKind::Webhook => Channel::Webhook,
             EndpointKind::Slack => Channel::Slack,
@@ -103,13 +126,10 @@ pub(crate) async fn dispatch(hub: &TechHub, event: &Event) -> Result<usize> {
         service.queue(channel, &endpoint.id.to_string(), Some(template), Some(event_type), rendered).await?;
         queued += 1;
     }
-    let config = &hub.config().notify;
-    if config.email_events.iter().any(|subscribed| subscribed == event_type) {
-        for recipient in &config.email_recipients {
-            let rendered = service.render(template, Channel::Email, None, data.clone())?;
-            service.queue(Channel::Email, recipient.as_str(), Some(template), Some(event_type), rendered).await?;
-            queued += 1;
-        }
+    for recipient in recipients {
+        let rendered = service.render(template, Channel::Email, None, data.clone())?;
+        service.queue(Channel::Email, recipient.as_str(), Some(template), Some(event_type), rendered).await?;
+        queued += 1;
     }
     Ok(queued)
 }

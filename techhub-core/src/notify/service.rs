@@ -222,7 +222,8 @@ impl NotificationService {
     }
 
     /// Sends a failed (or pending) notification again as a new job with a fresh attempt budget; its webhook id
-    /// stays the same. A sent notification is a `Conflict`.
+    /// stays the same. The notification's new state and its job are one atomic write. A sent notification is a
+    /// `Conflict`.
     pub async fn resend(&self, actor: &Actor, id: NotificationId) -> Result<Job> {
         require_admin(actor)?;
         loop {
@@ -234,10 +235,13 @@ impl NotificationService {
             let job = self.prepare_job(id)?;
             record.status = NotificationStatus::Pending;
             record.job_id = Some(job.id);
-            match self.hub.storage().update_notification(record, version).await {
+            match self.hub.storage().queue_notification(record, Some(version), job).await {
                 Err(crate::storage::StoreError::Conflict(crate::storage::Conflict::VersionMismatch)) => continue,
                 Err(error) => return Err(error.into()),
-                Ok(_) => return self.enqueue(job).await,
+                Ok((_, job)) => {
+                    self.hub.jobs().announce([&job]);
+                    return Ok(job);
+                }
             }
         }
     }
@@ -342,7 +346,7 @@ impl NotificationService {
         self.hub.templates().render_for(template_id, channel, locale, &data)
     }
 
-    /// Stores a pending notification and queues its delivery job. Checks the recipient first: an email address
+    /// Stores a pending notification and its delivery job in one atomic write, then wakes the workers. Checks the recipient first: an email address
     /// for email, an existing endpoint of the right kind for webhooks and Slack.
     pub(crate) async fn queue(
         &self,
@@ -372,8 +376,9 @@ impl NotificationService {
         record.event_type = event_type.map(str::to_owned);
         let job = self.prepare_job(record.id)?;
         record.job_id = Some(job.id);
-        let stored = self.hub.storage().insert_notification(record).await?;
-        self.enqueue(job).await?;
+        // One atomic write: a crash cannot leave a pending notification that no job delivers.
+        let (stored, job) = self.hub.storage().queue_notification(record, None, job).await?;
+        self.hub.jobs().announce([&job]);
         Ok(stored)
     }
 
@@ -407,12 +412,6 @@ impl NotificationService {
     fn prepare_job(&self, id: NotificationId) -> Result<Job> {
         let spec = NewJob::new(kinds::SEND, json!({ "notification_id": id })).queue(EMAIL_QUEUE);
         self.hub.jobs().prepare(&Actor::System, spec)
-    }
-
-    async fn enqueue(&self, job: Job) -> Result<Job> {
-        let stored = self.hub.storage().enqueue(job).await?;
-        self.hub.jobs().announce([&stored]);
-        Ok(stored)
     }
 }
 

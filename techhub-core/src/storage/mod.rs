@@ -377,6 +377,27 @@ pub trait NotificationStore: Send + Sync {
     /// included.
     async fn insert_notification(&self, notification: Notification) -> StoreResult<Notification>;
 
+    /// Stores a notification and the `notification.send` job that delivers it in one atomic write, so a crash
+    /// never leaves a pending notification without its job (or a job without its notification).
+    ///
+    /// - With `expected_version` `None` the notification is stored with version 1, as
+    ///   [`NotificationStore::insert_notification`] stores it; an id that exists fails with
+    ///   [`Conflict::Duplicate`].
+    /// - With `Some(version)` the stored notification is replaced if its version is still `version`, and is
+    ///   stored with version `version + 1` (a resend); a stale version fails with [`Conflict::VersionMismatch`]
+    ///   and a missing notification with [`StoreError::NotFound`].
+    /// - The job is stored as [`JobStore::enqueue`] stores it, except that a job whose id exists fails with
+    ///   [`Conflict::Duplicate`], and so does a job whose unique key a queued or running job holds.
+    /// - After success both are stored; after any failure neither the notification nor the jobs changed.
+    ///
+    /// Returns the notification and the job as stored.
+    async fn queue_notification(
+        &self,
+        notification: Notification,
+        expected_version: Option<u64>,
+        job: Job,
+    ) -> StoreResult<(Notification, Job)>;
+
     /// The notification with `id`, if any.
     async fn get_notification(&self, id: NotificationId) -> StoreResult<Option<Notification>>;
 

@@ -234,8 +234,8 @@ impl TechHub {
             config.poll_interval,
         ));
         tasks.spawn(maintenance.clone().run(self.clone(), stop.clone()));
-        // Subscribed before returning, so no event published after this call is missed by the rules.
-        tasks.spawn(crate::notify::rules::run(self.clone(), self.subscribe(), stop.clone()));
+        // A hub built outside a tokio runtime starts its notification rules here (else they already run).
+        self.start_rules();
         tracing::info!(name = %config.name, queues = config.queues.len(), "job runtime started");
         Ok(WorkerHandle { hub: self.clone(), stop, tasks, maintenance, queues: config.queues })
     }

@@ -174,6 +174,7 @@ macro_rules! conformance_tests {
             notifications_insert_get_and_versioned_update,
             notifications_list_by_filter_and_counts,
             notifications_keep_html_event_type_and_deliveries,
+            notifications_queue_with_job_is_atomic,
             endpoints_insert_get_round_trip_and_duplicate,
             endpoints_update_is_versioned,
             endpoints_list_in_id_order_and_delete,

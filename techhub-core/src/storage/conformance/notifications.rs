@@ -1,9 +1,9 @@
 //! Rules of [`NotificationStore`](crate::storage::NotificationStore).
 
-use super::fixtures::{at, conflict, t0};
+use super::fixtures::{all_jobs, at, conflict, job, spec, t0};
 use crate::model::{
-    Channel, Delivery, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus,
-    PageRequest,
+    Channel, Delivery, JobState, NewJob, Notification, NotificationCount, NotificationFilter, NotificationId,
+    NotificationStatus, PageRequest,
 };
 use crate::storage::{Conflict, DynStorage, StoreError};
 
@@ -85,4 +85,57 @@ pub async fn notifications_keep_html_event_type_and_deliveries(store: DynStorage
     let read = store.get_notification(updated.id).await.expect("get works").expect("it exists");
     assert_eq!(read.deliveries, [refused, accepted]);
     assert_eq!((read.html, read.event_type), (new.html, new.event_type));
+}
+
+/// A notification and its delivery job land together; when either cannot be stored (a duplicate notification,
+/// a stale version, a job id that exists, a unique key a live job holds) neither is.
+pub async fn notifications_queue_with_job_is_atomic(store: DynStorage) {
+    let new = notification(Channel::Webhook, "0190f0c0-0000-7000-8000-000000000002");
+    let send = job("notification.send");
+    let (stored, queued) = store.queue_notification(new.clone(), None, send.clone()).await.expect("queue works");
+    assert_eq!(stored, Notification { version: 1, ..new.clone() });
+    assert_eq!((queued.id, queued.state), (send.id, JobState::Queued));
+    assert_eq!(store.get_notification(new.id).await.expect("get works"), Some(stored.clone()));
+    assert_eq!(store.get_job(send.id).await.expect("get works"), Some(queued));
+
+    // A notification id that exists: its fresh job is not stored.
+    let orphan_job = job("notification.send");
+    assert_eq!(conflict(store.queue_notification(new.clone(), None, orphan_job.clone()).await), Conflict::Duplicate);
+    assert_eq!(store.get_job(orphan_job.id).await.expect("get works"), None);
+
+    // A job id that exists: the fresh notification is not stored.
+    let orphan = notification(Channel::Email, "ada@example.com");
+    assert_eq!(conflict(store.queue_notification(orphan.clone(), None, send.clone()).await), Conflict::Duplicate);
+    assert_eq!(store.get_notification(orphan.id).await.expect("get works"), None);
+
+    // A unique key a live job holds is refused (not answered with the live job), and nothing is stored.
+    let keyed = spec(NewJob::new("notification.send", serde_json::json!({})).unique_key("one-delivery"));
+    let first = notification(Channel::Log, "ops");
+    store.queue_notification(first, None, keyed).await.expect("queue works");
+    let twin = spec(NewJob::new("notification.send", serde_json::json!({})).unique_key("one-delivery"));
+    let second = notification(Channel::Log, "ops");
+    assert_eq!(conflict(store.queue_notification(second.clone(), None, twin.clone()).await), Conflict::Duplicate);
+    assert_eq!(store.get_notification(second.id).await.expect("get works"), None);
+    assert_eq!(store.get_job(twin.id).await.expect("get works"), None);
+    assert_eq!(all_jobs(&store).await.len(), 2);
+
+    // A resend replaces the stored notification under its version, with its new job.
+    let resend = job("notification.send");
+    let again = Notification { status: NotificationStatus::Pending, job_id: Some(resend.id), ..stored.clone() };
+    let (replaced, _) = store.queue_notification(again.clone(), Some(1), resend.clone()).await.expect("resend works");
+    assert_eq!((replaced.version, replaced.job_id), (2, Some(resend.id)));
+    assert_eq!(store.get_job(resend.id).await.expect("get works").map(|job| job.id), Some(resend.id));
+    // A stale version stores neither; a missing notification neither.
+    let stale_job = job("notification.send");
+    assert_eq!(conflict(store.queue_notification(again, Some(1), stale_job.clone()).await), Conflict::VersionMismatch);
+    let ghost = notification(Channel::Log, "nobody");
+    assert!(matches!(store.queue_notification(ghost, Some(1), stale_job.clone()).await, Err(StoreError::NotFound)));
+    assert_eq!(store.get_job(stale_job.id).await.expect("get works"), None);
+    assert_eq!(store.get_notification(new.id).await.expect("get works").map(|n| n.version), Some(2));
+    assert_eq!(all_jobs(&store).await.len(), 3);
+    let count = |channel, status, count| NotificationCount { channel, status, count };
+    assert_eq!(
+        store.notification_counts().await.expect("counts work"),
+        [count(Channel::Webhook, NotificationStatus::Pending, 1), count(Channel::Log, NotificationStatus::Pending, 1)]
+    );
 }
