@@ -176,7 +176,7 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
 /// https, so HSTS is sent.
 fn with_layers(router: Router, config: &HttpConfig, https: bool) -> Router {
     let inner = ServiceBuilder::new()
-        .layer(middleware::from_fn(layers::problem_bodies))
+        .layer(layers::ProblemBodiesLayer)
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(DefaultBodyLimit::max(config.body_limit));
@@ -205,7 +205,7 @@ fn with_layers(router: Router, config: &HttpConfig, https: bool) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(middleware::from_fn(layers::record_metrics))
+        .layer(layers::RecordMetricsLayer)
         .option_layer(hsts)
         .layer(csp)
         .layer(referrer)

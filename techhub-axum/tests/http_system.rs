@@ -326,3 +326,38 @@ async fn strict_transport_security_is_sent_only_when_the_public_url_is_https() {
     .await;
     assert_eq!(header(&plain.get("/health", None).await, "strict-transport-security"), None);
 }
+
+/// Every kind of response the shared layers shape carries HSTS (the harness's public URL is https), the other
+/// security headers and a request id: a handler's answer, an extractor's 401, the router's 404 and 405, and a
+/// body limit's 413 (given a problem body by the problem-bodies layer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_response_carries_hsts_and_the_security_headers() {
+    let server = start().await;
+    let token = server.admin.access.clone();
+    let big_name = "x".repeat(1024 * 1024 + 1);
+    let responses = [
+        (server.get("/api/v1/users/me", Some(&token)).await, StatusCode::OK),
+        (server.get("/api/v1/users/me", None).await, StatusCode::UNAUTHORIZED),
+        (server.get("/api/v1/nothing-here", Some(&token)).await, StatusCode::NOT_FOUND),
+        (
+            server.request(Method::PUT, "/api/v1/users/me", Some(&token)).send().await.expect("sent"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            server.patch("/api/v1/users/me", Some(&token), &json!({ "name": big_name })).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (response, status) in responses {
+        assert_eq!(response.status(), status);
+        assert_eq!(
+            header(&response, "strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains"),
+            "{status}"
+        );
+        assert_security_headers(response.headers());
+        if status != StatusCode::OK {
+            assert_eq!(header(&response, "content-type"), Some("application/problem+json"), "{status}");
+        }
+    }
+}

@@ -138,6 +138,19 @@ async fn forged_and_malformed_access_tokens_are_refused() {
     header.typ = Some("JWT".into());
     let wrong_typ = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).expect("signs");
     assert_unauthenticated(&f.rejects(&wrong_typ).await);
+    // Another HMAC algorithm under the HS256 key's kid; a truncated signature; a fourth part; an audience list.
+    let mut hs384 = Header::new(Algorithm::HS384);
+    hs384.kid = Some("k1".into());
+    hs384.typ = Some("at+jwt".into());
+    assert_unauthenticated(
+        &f.rejects(&jsonwebtoken::encode(&hs384, &claims, &EncodingKey::from_secret(SECRET)).expect("signs")).await,
+    );
+    let valid = sign(&claims, "k1", SECRET);
+    assert_unauthenticated(&f.rejects(&valid[..valid.len() - 1]).await);
+    assert_unauthenticated(&f.rejects(&format!("{valid}.{}", parts[2])).await);
+    let mut audiences = claims.clone();
+    audiences["aud"] = json!([claims["aud"].clone()]);
+    assert_unauthenticated(&f.rejects(&sign(&audiences, "k1", SECRET)).await);
     // A refresh token or a garbage string is not an access token.
     assert_unauthenticated(&f.rejects(&pair.refresh_token).await);
     assert_unauthenticated(&f.rejects("").await);

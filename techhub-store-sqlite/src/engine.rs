@@ -16,8 +16,16 @@ use crate::schema;
 
 /// A write's outcome, delivered once the batch it was part of committed (or failed to).
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-/// A write: runs inside the batch's transaction (in a savepoint of its own) and says whether it succeeded.
-type Work = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// What a write runs inside the batch's transaction; it says whether it succeeded.
+type Run = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+/// A write, and whether it runs in a savepoint of its own.
+struct Work {
+    run: Run,
+    /// A savepoint lets a write fail after changing something and leave no trace. A write without one must
+    /// refuse before its first change; if it fails later anyway, the writer rolls back its batch so far.
+    savepoint: bool,
+}
 
 /// The largest number of writes committed in one transaction.
 const MAX_BATCH: usize = 1_024;
@@ -150,19 +158,41 @@ impl Engine {
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.submit(op, true).await
+    }
+
+    /// [`write`](Self::write) without a savepoint of its own, for a write whose every refusal comes before
+    /// its first change (checks, then changes): then a failure has nothing to undo, and the savepoint's two
+    /// statements and page journal per write are saved. If such a write fails after a change anyway (an I/O
+    /// error half-way), the writer rolls back the batch so far, answers those writes as not written, and runs
+    /// the rest of the batch in a new transaction: nothing partial is ever committed.
+    pub(crate) async fn write_checked_first<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.submit(op, false).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        savepoint: bool,
+    ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
-        let work: Work = Box::new(move |connection| {
+        let run: Run = Box::new(move |connection| {
             let result = op(connection);
             let ok = result.is_ok();
             let finish: Finish = Box::new(move |commit_error| {
-                let outcome = match commit_error {
-                    Some(message) => Err(StoreError::unavailable(std::io::Error::other(message.to_owned()))),
-                    None => result,
+                // A write that failed wrote nothing either way, so it keeps its own error.
+                let outcome = match (result, commit_error) {
+                    (Ok(_), Some(message)) => Err(StoreError::unavailable(std::io::Error::other(message.to_owned()))),
+                    (result, _) => result,
                 };
                 let _ = reply.send(outcome);
             });
             (ok, finish)
         });
+        let work = Work { run, savepoint };
         let sender = self.writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
         sender.send(work).map_err(|_| closed())?;
         // No answer at all: the writer could not start a transaction (another process held the lock past the
@@ -239,47 +269,86 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
                 Err(_) => break,
             }
         }
-        if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
-            // Another process held the lock past the busy timeout: dropping the writes drops their replies,
-            // so each caller is told the store is unavailable and nothing was written.
-            tracing::warn!(error = %error, writes = batch.len(), "could not begin a write transaction");
-            drop(batch);
-            continue;
-        }
-        let mut finishes = Vec::with_capacity(batch.len());
-        for work in batch {
-            if run_statement(connection, "SAVEPOINT write").is_err() {
+        let mut waiting = batch.into_iter();
+        // Usually one pass; another only after a write without a savepoint failed half-way.
+        loop {
+            if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+                // Another process held the lock past the busy timeout: dropping the writes drops their replies,
+                // so each caller is told the store is unavailable and nothing was written.
+                tracing::warn!(error = %error, writes = waiting.len(), "could not begin a write transaction");
+                break;
+            }
+            let mut finishes = Vec::new();
+            let mut spoiled = None;
+            for work in waiting.by_ref() {
+                match run_work(connection, work) {
+                    Ran::Whole(finish) => finishes.push(finish),
+                    Ran::HalfWay(finish) => {
+                        spoiled = Some(finish);
+                        break;
+                    }
+                }
+            }
+            if let Some(spoiled) = spoiled {
+                tracing::error!(writes = finishes.len(), "a write failed half-way; its batch so far is rolled back");
+                let _ = connection.execute_batch("ROLLBACK");
+                spoiled(None);
+                for finish in finishes {
+                    finish(Some("rolled back with a write of the same batch that failed half-way"));
+                }
                 continue;
             }
-            // A panicking write drops its reply (its caller sees the store as unavailable) and is rolled back.
-            let (ok, finish) =
-                catch_unwind(AssertUnwindSafe(|| work(connection))).unwrap_or_else(|_| (false, noop_finish()));
-            let closed = if ok {
-                run_statement(connection, "RELEASE write")
-            } else {
-                run_statement(connection, "ROLLBACK TO write").and_then(|()| run_statement(connection, "RELEASE write"))
-            };
-            if let Err(error) = closed {
-                tracing::error!(error = %error, "closing a savepoint failed");
+            let commit_error = connection.execute_batch("COMMIT").err().map(|error| {
+                let _ = connection.execute_batch("ROLLBACK");
+                error.to_string()
+            });
+            for finish in finishes {
+                finish(commit_error.as_deref());
             }
-            finishes.push(finish);
-        }
-        let commit_error = connection.execute_batch("COMMIT").err().map(|error| {
-            let _ = connection.execute_batch("ROLLBACK");
-            error.to_string()
-        });
-        for finish in finishes {
-            finish(commit_error.as_deref());
-        }
-        commits += 1;
-        if commits >= COMMITS_PER_CHECKPOINT
-            && let Some(checkpoints) = checkpoints
-        {
-            // Full means a checkpoint is already pending: nothing to add.
-            let _ = checkpoints.try_send(());
-            commits = 0;
+            commits += 1;
+            if commits >= COMMITS_PER_CHECKPOINT
+                && let Some(checkpoints) = checkpoints
+            {
+                // Full means a checkpoint is already pending: nothing to add.
+                let _ = checkpoints.try_send(());
+                commits = 0;
+            }
+            break;
         }
     }
+}
+
+/// How a write went, inside the batch's transaction.
+enum Ran {
+    /// It succeeded, or it failed and left nothing behind: the batch goes on.
+    Whole(Finish),
+    /// It failed after changing something, with no savepoint to undo it: the batch so far must be rolled back.
+    HalfWay(Finish),
+}
+
+/// Runs one write in the batch's transaction, in a savepoint if it asks for one.
+fn run_work(connection: &Connection, work: Work) -> Ran {
+    let Work { run, savepoint } = work;
+    if savepoint && run_statement(connection, "SAVEPOINT write").is_err() {
+        // Dropping the write drops its reply: its caller is told nothing was written.
+        return Ran::Whole(noop_finish());
+    }
+    let changes_before = connection.total_changes();
+    // A panicking write drops its reply (its caller sees the store as unavailable) and is rolled back.
+    let (ok, finish) = catch_unwind(AssertUnwindSafe(|| run(connection))).unwrap_or_else(|_| (false, noop_finish()));
+    if !savepoint {
+        let changed = connection.total_changes() != changes_before;
+        return if ok || !changed { Ran::Whole(finish) } else { Ran::HalfWay(finish) };
+    }
+    let closed = if ok {
+        run_statement(connection, "RELEASE write")
+    } else {
+        run_statement(connection, "ROLLBACK TO write").and_then(|()| run_statement(connection, "RELEASE write"))
+    };
+    if let Err(error) = closed {
+        tracing::error!(error = %error, "closing a savepoint failed");
+    }
+    Ran::Whole(finish)
 }
 
 /// Runs one cached statement (the savepoint statements run for every write; parsing them each time shows).
@@ -289,4 +358,113 @@ fn run_statement(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 fn noop_finish() -> Finish {
     Box::new(|_| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use futures_util::FutureExt;
+    use techhub_core::storage::StoreError;
+
+    use super::Engine;
+
+    /// The rows of the scratch table, sorted.
+    async fn rows(engine: &Engine) -> Vec<i64> {
+        engine
+            .read(|connection| {
+                let mut statement = connection.prepare("SELECT n FROM scratch ORDER BY n").map_err(super::sql_error)?;
+                let rows = statement.query_map([], |row| row.get(0)).map_err(super::sql_error)?;
+                rows.collect::<rusqlite::Result<Vec<i64>>>().map_err(super::sql_error)
+            })
+            .await
+            .expect("reads")
+    }
+
+    fn insert(connection: &rusqlite::Connection, n: i64) -> Result<(), StoreError> {
+        connection.execute("INSERT INTO scratch (n) VALUES (?1)", [n]).map(drop).map_err(super::sql_error)
+    }
+
+    fn refused() -> StoreError {
+        StoreError::Conflict(techhub_core::storage::Conflict::Duplicate)
+    }
+
+    /// Holds the writer in a write of its own until the returned sender is dropped, so that the writes sent
+    /// meanwhile make one batch together.
+    async fn hold_writer(engine: &std::sync::Arc<Engine>) -> (tokio::task::JoinHandle<()>, std_mpsc::Sender<()>) {
+        let (release, released) = std_mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let holder = engine.clone();
+        let held = tokio::spawn(async move {
+            holder
+                .write(move |_| {
+                    let _ = started.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+                .expect("the holding write commits");
+        });
+        running.await.expect("the writer took the holding write");
+        (held, release)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_without_a_savepoint_never_leave_half_of_a_failed_write() {
+        let engine = std::sync::Arc::new(Engine::in_memory().expect("opens"));
+        engine
+            .write(|connection| connection.execute_batch("CREATE TABLE scratch (n INTEGER)").map_err(super::sql_error))
+            .await
+            .expect("creates");
+
+        let (held, release) = hold_writer(&engine).await;
+        // One batch: a write refused before changing anything, then writes around one that fails half-way.
+        let mut batch = vec![
+            engine.write_checked_first(|connection| insert(connection, 1)).boxed(),
+            engine.write_checked_first(|_| Err::<(), _>(refused())).boxed(),
+            engine.write(|connection| insert(connection, 2)).boxed(),
+            engine
+                .write_checked_first(|connection| {
+                    insert(connection, 3)?;
+                    Err(refused())
+                })
+                .boxed(),
+            engine.write_checked_first(|connection| insert(connection, 4)).boxed(),
+        ];
+        // A first poll hands each write to the writer, in this order.
+        for write in &mut batch {
+            assert!(write.as_mut().now_or_never().is_none(), "the writer is held");
+        }
+        drop(release);
+        held.await.expect("the holding write ends");
+        let mut outcomes = Vec::new();
+        for write in batch {
+            outcomes.push(write.await);
+        }
+        // Before the half-way failure: rolled back with it, and answered as not written.
+        assert!(matches!(outcomes[0], Err(StoreError::Unavailable(_))), "{:?}", outcomes[0]);
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))), "{:?}", outcomes[1]);
+        assert!(matches!(outcomes[2], Err(StoreError::Unavailable(_))), "{:?}", outcomes[2]);
+        // The write that failed half-way keeps its own error; the one after it commits in a new transaction.
+        assert!(matches!(outcomes[3], Err(StoreError::Conflict(_))), "{:?}", outcomes[3]);
+        assert!(outcomes[4].is_ok(), "{:?}", outcomes[4]);
+        assert_eq!(rows(&engine).await, vec![4]);
+
+        // A refusal before any change spoils nothing: the rest of its batch commits.
+        let (held, release) = hold_writer(&engine).await;
+        let mut batch = vec![
+            engine.write_checked_first(|connection| insert(connection, 5)).boxed(),
+            engine.write_checked_first(|_| Err::<(), _>(refused())).boxed(),
+            engine.write_checked_first(|connection| insert(connection, 6)).boxed(),
+        ];
+        for write in &mut batch {
+            assert!(write.as_mut().now_or_never().is_none(), "the writer is held");
+        }
+        drop(release);
+        held.await.expect("the holding write ends");
+        let outcomes: Vec<_> = futures_util::future::join_all(batch).await;
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))), "{:?}", outcomes[1]);
+        assert_eq!(rows(&engine).await, vec![4, 5, 6]);
+    }
 }

@@ -17,12 +17,12 @@ use techhub_core::model::{
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
-use crate::rows::{JOB_COLUMNS, micros, to_json};
+use crate::rows::{JOB_COLUMNS, job_columns, micros, to_json};
 use crate::{Sql, SqliteStore, rows};
 
 pub(crate) fn load_job(connection: &Connection, id: JobId) -> StoreResult<Option<Job>> {
     connection
-        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .prepare_cached(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1"))
         .sql()?
         .query_row([id.as_bytes()], rows::job)
         .optional()
@@ -31,13 +31,20 @@ pub(crate) fn load_job(connection: &Connection, id: JobId) -> StoreResult<Option
 
 pub(crate) fn live_with_key(connection: &Connection, key: &str) -> StoreResult<Option<Job>> {
     connection
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE unique_key = ?1 AND state IN ('queued', 'running')"
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE unique_key = ?1 AND state IN ('queued', 'running')"
         ))
         .sql()?
         .query_row([key], rows::job)
         .optional()
         .sql()
+}
+
+/// Whether a job with this id is stored (an index probe; the row is not read).
+fn job_exists(connection: &Connection, id: JobId) -> StoreResult<bool> {
+    connection.cached_row("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)", [id.as_bytes()], |row| row.get(0)).sql()
 }
 
 /// Stores jobs as [`JobStore::enqueue_many`] says; the caller's transaction makes the batch atomic.
@@ -50,14 +57,16 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
             stored.push(existing);
             continue;
         }
-        if load_job(connection, job.id)?.is_some() {
+        if job_exists(connection, job.id)? {
             return Err(Conflict::Duplicate.into());
         }
         let (content_type, file_name, size) = artifact_columns(&job);
         connection
-            .prepare_cached(&format!(
-                "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+            .prepare_cached(concat!(
+                "INSERT INTO jobs (",
+                job_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+                 ?21, ?22, ?23, ?24)"
             ))
             .sql()?
             .execute(params![
@@ -221,14 +230,55 @@ impl ClaimRequest {
         }
         let Some(head) = best else { return Ok(None) };
         connection
-            .prepare_cached(&format!(
+            .prepare_cached(concat!(
                 "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?2, lease_holder = ?3, \
-                 lease_until = ?4 WHERE id = ?1 RETURNING {JOB_COLUMNS}"
+                 lease_until = ?4 WHERE id = ?1 RETURNING ",
+                job_columns!()
             ))
             .sql()?
             .query_row(params![head.id, self.now, self.worker, self.lease_until], rows::job)
             .optional()
             .sql()
+    }
+
+    /// Claims up to `max` due jobs in claim order (inside the writer's transaction).
+    ///
+    /// With one queue, single claims would take every due job of the highest waiting priority in
+    /// `(run_at, id)` order before any job of a lower one; so the due jobs of that priority are claimed
+    /// together, by one statement, and sorted back into that order. Across several queues the heads are
+    /// compared claim by claim.
+    fn next_many(&self, connection: &Connection, max: usize) -> StoreResult<Vec<Job>> {
+        let mut claimed = Vec::new();
+        let [queue] = self.queues.as_slice() else {
+            while claimed.len() < max {
+                let Some(job) = self.next(connection)? else { break };
+                claimed.push(job);
+            }
+            return Ok(claimed);
+        };
+        while claimed.len() < max {
+            let Some(head) = due_head(connection, queue, self.now)? else { break };
+            let wanted = i64::try_from(max - claimed.len()).unwrap_or(i64::MAX);
+            let mut jobs = connection
+                .prepare_cached(concat!(
+                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?3, lease_holder = ?4, \
+                     lease_until = ?5 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND \
+                     state = 'queued' AND priority = ?2 AND run_at <= ?3 ORDER BY run_at, id LIMIT ?6) RETURNING ",
+                    job_columns!()
+                ))
+                .sql()?
+                .query_map(params![queue, head.priority, self.now, self.worker, self.lease_until, wanted], rows::job)
+                .sql()?
+                .collect::<rusqlite::Result<Vec<Job>>>()
+                .sql()?;
+            if jobs.is_empty() {
+                break;
+            }
+            // `RETURNING` gives no order.
+            jobs.sort_unstable_by_key(|job| (job.run_at, job.id));
+            claimed.append(&mut jobs);
+        }
+        Ok(claimed)
     }
 }
 
@@ -251,8 +301,9 @@ impl SqliteStore {
         change: impl FnOnce(&Connection, &mut Job) -> StoreResult<()> + Send + 'static,
     ) -> StoreResult<Job> {
         let lease = lease.clone();
+        // Refused (lease lost, no such job) before anything is written.
         self.engine
-            .write(move |connection| {
+            .write_checked_first(move |connection| {
                 let mut job = leased(connection, &lease)?;
                 change(connection, &mut job)?;
                 save(connection, &job)?;
@@ -279,10 +330,15 @@ fn record_cron_tick(connection: &Connection, schedule: &str, tick: DateTime<Utc>
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, job: Job) -> StoreResult<Job> {
-        self.engine.write(move |connection| Ok(insert_jobs(connection, vec![job])?.remove(0))).await
+        // One job: its checks come before its one insert.
+        self.engine.write_checked_first(move |connection| Ok(insert_jobs(connection, vec![job])?.remove(0))).await
     }
 
     async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+        if jobs.len() <= 1 {
+            return self.engine.write_checked_first(move |connection| insert_jobs(connection, jobs)).await;
+        }
+        // A later job may be refused after earlier ones were inserted: the savepoint undoes them.
         self.engine.write(move |connection| insert_jobs(connection, jobs)).await
     }
 
@@ -359,7 +415,8 @@ impl JobStore for SqliteStore {
             return Ok(None);
         }
         let claim = ClaimRequest::new(queues, worker, now, lease);
-        self.engine.write(move |connection| claim.next(connection)).await
+        // A claim refuses nothing; it only fails on an I/O error.
+        self.engine.write_checked_first(move |connection| claim.next(connection)).await
     }
 
     async fn claim_many(
@@ -374,18 +431,8 @@ impl JobStore for SqliteStore {
             return Ok(Vec::new());
         }
         let claim = ClaimRequest::new(queues, worker, now, lease);
-        self.engine
-            .write(move |connection| {
-                // One claim after another inside the writer's transaction: each is a few index probes, and the
-                // batch commits (and is durable) once.
-                let mut claimed = Vec::new();
-                while claimed.len() < max {
-                    let Some(job) = claim.next(connection)? else { break };
-                    claimed.push(job);
-                }
-                Ok(claimed)
-            })
-            .await
+        // Inside the writer's transaction, so the batch commits (and is durable) once; it refuses nothing.
+        self.engine.write_checked_first(move |connection| claim.next_many(connection, max)).await
     }
 
     async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
@@ -445,12 +492,13 @@ impl JobStore for SqliteStore {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
+        // Refusals are per settlement and come before its writes; any other error is an I/O failure.
         self.engine
-            .write(move |connection| {
+            .write_checked_first(move |connection| {
                 let mut outcomes = Vec::with_capacity(settlements.len());
                 for settlement in settlements {
                     // A lost lease or a missing job refuses this settlement alone (it wrote nothing yet); any
-                    // other error fails the write, and the writer rolls the whole batch back.
+                    // other error fails the write, and the writer rolls back what it wrote.
                     let mut job = match leased(connection, settlement.lease()) {
                         Ok(job) => job,
                         Err(refused @ (StoreError::Conflict(_) | StoreError::NotFound)) => {
@@ -473,7 +521,7 @@ impl JobStore for SqliteStore {
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
         self.engine
-            .write(move |connection| {
+            .write_checked_first(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
                 match job.state {
                     JobState::Queued => job.finish(JobState::Cancelled, now),
@@ -498,7 +546,7 @@ impl JobStore for SqliteStore {
 
     async fn retry(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
         self.engine
-            .write(move |connection| {
+            .write_checked_first(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
                 decisions::check_retry(&job, |key| Ok::<_, StoreError>(live_with_key(connection, key)?.is_some()))??;
                 job.restart(now);
@@ -510,10 +558,12 @@ impl JobStore for SqliteStore {
 
     async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<Job>> {
         self.engine
-            .write(move |connection| {
+            .write_checked_first(move |connection| {
                 let expired = connection
-                    .prepare_cached(&format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_until < ?1 ORDER BY id"
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        job_columns!(),
+                        " FROM jobs WHERE state = 'running' AND lease_until < ?1 ORDER BY id"
                     ))
                     .sql()?
                     .query_map([micros(now)], rows::job)
