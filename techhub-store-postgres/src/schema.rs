@@ -214,6 +214,14 @@ CREATE TABLE endpoints (
     record text NOT NULL
 );
 "#,
+    r#"
+-- Each rate-limited queue's token bucket, shared by every instance (see `JobStore::take_queue_starts`).
+CREATE TABLE queue_rate_buckets (
+    queue text COLLATE "C" PRIMARY KEY,
+    tokens double precision NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+"#,
 ];
 
 /// The schema version this code writes.

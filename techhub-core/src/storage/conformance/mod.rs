@@ -34,6 +34,7 @@ mod fixtures;
 mod jobs;
 mod model;
 mod notifications;
+mod rates;
 mod system;
 mod tokens;
 mod users;
@@ -50,6 +51,7 @@ pub use self::endpoints::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
+pub use self::rates::*;
 pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
@@ -153,6 +155,8 @@ macro_rules! conformance_tests {
             jobs_concurrent_batch_claimers_claim_each_job_once,
             jobs_settle_many_applies_each_settlement,
             jobs_settle_many_fences_each_job_alone,
+            jobs_queue_rate_limit_grants_the_burst_then_the_rate,
+            jobs_queue_rate_limit_concurrent_takers_share_one_bucket,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
