@@ -222,6 +222,13 @@ CREATE TABLE queue_rate_buckets (
     updated_at timestamptz NOT NULL
 );
 "#,
+    r#"
+-- The instances listening for each other's signals, so that one alone sends none (see the peers module).
+CREATE TABLE peer_instances (
+    id uuid PRIMARY KEY,
+    seen_at timestamptz NOT NULL
+);
+"#,
 ];
 
 /// The schema version this code writes.
