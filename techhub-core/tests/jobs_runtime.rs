@@ -384,6 +384,14 @@ async fn a_rate_limited_queue_starts_jobs_no_faster_than_its_limit() {
         )
         .build()
         .expect("hub");
+    // The limit is the store's, on the hub's clock: it moves with tokio's (paused) clock here.
+    let ticking = clock.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            sleep(Duration::from_millis(1)).await;
+            ticking.advance(Duration::from_millis(1));
+        }
+    });
     let mut limited = config();
     limited.queues = WorkerConfig::default().rate_limited_queue("email", 4, RateLimit::per_second(5.0)).queues;
     let workers = hub.start_workers(limited).expect("runtime starts");
@@ -402,6 +410,7 @@ async fn a_rate_limited_queue_starts_jobs_no_faster_than_its_limit() {
         assert!(gap >= Duration::from_millis(199), "two starts {gap:?} apart under a 5/s limit");
     }
     workers.shutdown().await;
+    ticker.abort();
 }
 
 #[tokio::test(start_paused = true)]

@@ -18,8 +18,8 @@ use dashmap::mapref::one::RefMut;
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts,
+    QueueStarts, RateLimit, Settlement, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
@@ -361,6 +361,28 @@ impl JobStore for MemoryStore {
                 Ok(entry.job.clone())
             })
             .collect())
+    }
+
+    /// In process memory ([`LocalRateBuckets`]): nothing outlives this process, and every caller is in it.
+    async fn take_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        want: u32,
+    ) -> StoreResult<QueueStarts> {
+        Ok(self.rate_buckets.take(queue, limit, now, want))
+    }
+
+    async fn return_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        count: u32,
+    ) -> StoreResult<()> {
+        self.rate_buckets.give_back(queue, limit, now, count);
+        Ok(())
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

@@ -35,7 +35,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 
 use async_trait::async_trait;
 use techhub_core::model::DatabaseInfo;
-use techhub_core::storage::{Storage, StoreResult};
+use techhub_core::storage::{LocalRateBuckets, Storage, StoreResult};
 
 /// TechHub storage in process memory. Nothing survives the process.
 #[derive(Debug, Default)]
@@ -47,6 +47,7 @@ pub struct MemoryStore {
     endpoints: RwLock<endpoints::EndpointTable>,
     jobs: jobs::JobTables,
     audit: RwLock<audit::AuditTable>,
+    rate_buckets: LocalRateBuckets,
 }
 
 impl MemoryStore {

@@ -22,9 +22,12 @@ pub(crate) fn pool(
     connector: Connector,
     options: &PostgresOptions,
 ) -> StoreResult<Pool> {
-    // `Verified` runs a tiny query before a pooled connection is handed out again, so a connection the server
-    // dropped (a restart) is replaced instead of failing the caller's first statement.
-    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+    // `Fast` hands a pooled connection out again unless it is closed: its connection task notices at once when
+    // the server drops it (a restart closes the socket), so a dead connection is replaced without a probe.
+    // (`Verified` ran a query before every hand-out: one more round trip per store call, a third of a job's.)
+    // A connection lost in the instant between that check and the caller's statement fails the statement as
+    // `Unavailable`, as a server going away mid-statement does anyway; nothing acknowledged is lost.
+    let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
     let manager = match connector {
         Connector::Plain(tls) => Manager::from_config(config, tls, manager_config),
         #[cfg(feature = "tls")]

@@ -17,8 +17,8 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts,
+    QueueStarts, RateBucket, RateLimit, Settlement, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 use tokio_postgres::types::ToSql;
@@ -250,6 +250,38 @@ impl PostgresStore {
         }
     }
 
+    /// Applies `change` to `queue`'s token bucket with its row locked, so that every instance takes its turn
+    /// on the one bucket: the upsert creates a full bucket for a queue never seen, and either way locks the
+    /// row and answers what it holds.
+    async fn change_bucket<T>(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&mut RateBucket) -> T,
+    ) -> StoreResult<T> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.db()?;
+        let full = RateBucket::full(&limit, now);
+        let row = query_one(
+            &transaction,
+            "INSERT INTO queue_rate_buckets (queue, tokens, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (queue) DO UPDATE SET queue = excluded.queue RETURNING tokens, updated_at",
+            &[&queue, &full.tokens, &full.updated_at],
+        )
+        .await?;
+        let mut bucket = RateBucket { tokens: rows::get(&row, 0)?, updated_at: rows::get(&row, 1)? };
+        let answer = change(&mut bucket);
+        execute(
+            &transaction,
+            "UPDATE queue_rate_buckets SET tokens = $2, updated_at = $3 WHERE queue = $1",
+            &[&queue, &bucket.tokens, &bucket.updated_at],
+        )
+        .await?;
+        transaction.commit().await.db()?;
+        Ok(answer)
+    }
+
     /// Wakes the other instances' workers for the queued jobs among `jobs`.
     pub(crate) fn announce(&self, jobs: &[Job]) {
         let mut queues: Vec<&str> =
@@ -442,6 +474,34 @@ impl JobStore for PostgresStore {
         let requeued: Vec<Job> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok().cloned()).collect();
         self.announce(&requeued);
         Ok(outcomes)
+    }
+
+    /// In the database (`queue_rate_buckets`), each take a transaction holding the queue's row lock: the
+    /// instances sharing the database draw on one bucket.
+    async fn take_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        want: u32,
+    ) -> StoreResult<QueueStarts> {
+        if want == 0 {
+            return Ok(QueueStarts { granted: 0, next_in: None });
+        }
+        self.change_bucket(queue, limit, now, |bucket| bucket.take(&limit, now, want)).await
+    }
+
+    async fn return_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        count: u32,
+    ) -> StoreResult<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        self.change_bucket(queue, limit, now, |bucket| bucket.give_back(&limit, now, count)).await
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

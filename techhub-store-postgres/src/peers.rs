@@ -1,4 +1,4 @@
-//! The link between the instances sharing the database: `LISTEN/NOTIFY` on two channels.
+//! The link between the instances sharing the database: `LISTEN/NOTIFY` on three channels (the third below).
 //!
 //! - `techhub_jobs`: after a commit that queued jobs, a store tells the others `queue` and how many, and
 //!   each wakes that many idle workers of the queue (so a job enqueued on A starts on B at once, not at B's
@@ -15,9 +15,23 @@
 //!
 //! One listener task per store holds its own connection (not pooled) and reconnects by itself when the
 //! server goes away. Each instance tags what it sends with a random id and ignores its own notifications.
+//!
+//! **An instance alone sends nothing.** Forwarding every bus event through the server costs a commit, the
+//! server's notification queue and a JSON encoding per event, for nobody when no other instance listens. So
+//! each instance knows whether others are there, from a third channel, `techhub_instances`:
+//!
+//! - A listener that starts (or reconnects) registers its instance in `peer_instances`, reads which other
+//!   instances are registered and were seen lately (so it knows of them at once), and says `hello`.
+//! - An instance that hears `hello` from an instance it does not know answers `welcome`. A starting store's
+//!   `connect` returns only once every registered instance answered (or after [`WELCOME_WAIT`]), so from then
+//!   on the instances already running forward their events and wake-ups to it.
+//! - Every instance says `hello` again every [`HELLO_INTERVAL`] and refreshes its row; one not heard from (by
+//!   any signal) for [`PEER_TIMEOUT`] is taken for gone, and when every other is gone this one stops sending
+//!   until it hears from one again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -25,6 +39,7 @@ use deadpool_postgres::Pool;
 use techhub_core::events::Event;
 use techhub_core::storage::{PeerInbox, Peers};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
@@ -32,6 +47,13 @@ use crate::tls::Connector;
 
 const JOBS_CHANNEL: &str = "techhub_jobs";
 const EVENTS_CHANNEL: &str = "techhub_events";
+const INSTANCES_CHANNEL: &str = "techhub_instances";
+/// How often an instance tells the others it is still there.
+const HELLO_INTERVAL: Duration = Duration::from_secs(10);
+/// An instance not heard from for this long is taken for gone (three hellos missed, and some slack).
+const PEER_TIMEOUT: Duration = Duration::from_secs(35);
+/// How long a starting instance waits for the registered instances to answer its `hello`.
+const WELCOME_WAIT: Duration = Duration::from_secs(1);
 /// PostgreSQL refuses payloads of 8,000 bytes or more; this leaves room for the instance tag.
 const MAX_PAYLOAD: usize = 7_900;
 /// Items one sending round takes at most.
@@ -44,9 +66,35 @@ enum Outgoing {
     Event(String),
 }
 
+/// Whether other instances listen: until when the last one heard from counts as present.
+#[derive(Debug)]
+struct Presence {
+    since: Instant,
+    /// Milliseconds after `since` until which another instance counts as present (0: none heard yet).
+    others_until: AtomicU64,
+}
+
+impl Presence {
+    fn new() -> Self {
+        Self { since: Instant::now(), others_until: AtomicU64::new(0) }
+    }
+
+    /// Another instance was heard from now.
+    fn heard(&self) {
+        let until = (self.since.elapsed() + PEER_TIMEOUT).as_millis();
+        self.others_until.fetch_max(u64::try_from(until).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Whether another instance was heard from within [`PEER_TIMEOUT`].
+    fn others(&self) -> bool {
+        u128::from(self.others_until.load(Ordering::Relaxed)) > self.since.elapsed().as_millis()
+    }
+}
+
 /// The store's side of [`Peers`].
 pub(crate) struct PgPeers {
     instance: Uuid,
+    presence: Arc<Presence>,
     outbox: mpsc::UnboundedSender<Outgoing>,
     inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>>,
     /// Dropped with the store: the listener then closes its connection and ends.
@@ -74,21 +122,28 @@ impl PgPeers {
         let (stop, stopped) = watch::channel(());
         let (listening, is_listening) = watch::channel(false);
         let inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>> = Arc::default();
-        tokio::spawn(send(instance, pending, pool));
-        tokio::spawn(listen(instance, config, connector, inboxes.clone(), stopped, listening));
+        let presence = Arc::new(Presence::new());
+        tokio::spawn(send(instance, pending, pool, presence.clone()));
+        let link = Link { instance, inboxes: inboxes.clone(), presence: presence.clone() };
+        tokio::spawn(listen(link, config, connector, stopped, listening));
         let mut is_listening = is_listening;
         let _ = tokio::time::timeout(wait, is_listening.wait_for(|listening| *listening)).await;
-        Arc::new(Self { instance, outbox, inboxes, _stop: stop })
+        Arc::new(Self { instance, presence, outbox, inboxes, _stop: stop })
     }
 
-    /// Tells the others that `queue` has a job due now.
+    /// Tells the others that `queue` has a job due now (if any other instance listens).
     pub(crate) fn jobs_due(&self, queue: &str) {
-        let _ = self.outbox.send(Outgoing::JobsDue { queue: queue.to_owned(), count: 1 });
+        if self.presence.others() {
+            let _ = self.outbox.send(Outgoing::JobsDue { queue: queue.to_owned(), count: 1 });
+        }
     }
 }
 
 impl Peers for PgPeers {
     fn publish(&self, event: &Event) {
+        if !self.presence.others() {
+            return;
+        }
         match serde_json::to_string(event) {
             Ok(json) => {
                 let _ = self.outbox.send(Outgoing::Event(json));
@@ -106,9 +161,14 @@ impl Peers for PgPeers {
 
 /// The sender: each round takes everything waiting, coalesces wake-ups per queue, packs events into
 /// notifications, and sends them all in one statement.
-async fn send(instance: Uuid, mut pending: mpsc::UnboundedReceiver<Outgoing>, pool: Pool) {
+async fn send(instance: Uuid, mut pending: mpsc::UnboundedReceiver<Outgoing>, pool: Pool, presence: Arc<Presence>) {
     let mut round = Vec::new();
     while pending.recv_many(&mut round, MAX_ROUND).await > 0 {
+        if !presence.others() {
+            // The last other instance went away since these were queued: nobody to send them to.
+            round.clear();
+            continue;
+        }
         let (channels, payloads) = pack(instance, round.drain(..));
         let sent = async {
             let client = pool.get().await.map_err(|error| error.to_string())?;
@@ -187,19 +247,31 @@ fn pack(instance: Uuid, items: impl Iterator<Item = Outgoing>) -> (Vec<&'static 
     (channels, payloads)
 }
 
-/// The listener: connects, listens on both channels, and delivers every notification from another instance
-/// to the attached hubs; reconnects when the connection is lost, until the store is dropped.
-async fn listen(
+/// What the listener shares with the store.
+struct Link {
     instance: Uuid,
+    inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>>,
+    presence: Arc<Presence>,
+}
+
+impl Link {
+    fn targets(&self) -> Vec<Arc<dyn PeerInbox>> {
+        self.inboxes.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// The listener: connects, listens on the three channels, and delivers every notification from another
+/// instance to the attached hubs; reconnects when the connection is lost, until the store is dropped.
+async fn listen(
+    link: Link,
     config: tokio_postgres::Config,
     connector: Connector,
-    inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>>,
     mut stopped: watch::Receiver<()>,
     listening: watch::Sender<bool>,
 ) {
     let mut delay = Duration::from_millis(50);
     loop {
-        let session = listen_once(instance, &config, &connector, &inboxes, &mut delay, &listening);
+        let session = listen_once(&link, &config, &connector, &mut delay, &listening);
         tokio::select! {
             outcome = session => {
                 if let Err(error) = outcome {
@@ -216,11 +288,38 @@ async fn listen(
     }
 }
 
+/// Registers this instance, tells the others it is there, and returns the other instances registered and
+/// seen within [`PEER_TIMEOUT`] (whose `welcome` a starting instance waits for).
+async fn say_hello(client: &tokio_postgres::Client, instance: Uuid) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO peer_instances (id, seen_at) VALUES ($1, now()) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+            &[&instance],
+        )
+        .await?;
+    // Rows of instances long gone are of no use to anybody.
+    client.execute("DELETE FROM peer_instances WHERE seen_at < now() - interval '1 day'", &[]).await?;
+    let timeout = PEER_TIMEOUT.as_secs_f64();
+    let others = client
+        .query(
+            "SELECT id FROM peer_instances WHERE id <> $1 AND seen_at > now() - make_interval(secs => $2)",
+            &[&instance, &timeout],
+        )
+        .await?;
+    signal(client, instance, "hello").await?;
+    Ok(others.iter().map(|row| row.get(0)).collect())
+}
+
+async fn signal(client: &tokio_postgres::Client, instance: Uuid, word: &str) -> Result<(), tokio_postgres::Error> {
+    client.execute("SELECT pg_notify($1, $2)", &[&INSTANCES_CHANNEL, &format!("{instance}\n{word}")]).await?;
+    Ok(())
+}
+
 async fn listen_once(
-    instance: Uuid,
+    link: &Link,
     config: &tokio_postgres::Config,
     connector: &Connector,
-    inboxes: &Mutex<Vec<Weak<dyn PeerInbox>>>,
     delay: &mut Duration,
     listening: &watch::Sender<bool>,
 ) -> Result<(), tokio_postgres::Error> {
@@ -258,24 +357,58 @@ async fn listen_once(
             client
         }
     };
-    client.batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {EVENTS_CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {EVENTS_CHANNEL}; LISTEN {INSTANCES_CHANNEL}"))
+        .await?;
+    let instance = link.instance;
+    let mut awaited = say_hello(&client, instance).await?;
+    let mut known: HashMap<Uuid, Instant> = HashMap::new();
+    for other in &awaited {
+        link.presence.heard();
+        known.insert(*other, Instant::now());
+    }
     *delay = Duration::from_millis(50);
     // Listening again after a lost connection: whatever was signalled meanwhile was missed.
-    if listening.send_replace(true) {
-        let targets: Vec<Arc<dyn PeerInbox>> =
-            inboxes.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect();
-        for inbox in targets {
+    if *listening.borrow() {
+        for inbox in link.targets() {
             inbox.reconnected();
         }
     }
-    // Ends when the connection does (its task drops the sender).
-    while let Some(notification) = incoming.recv().await {
+    let mut welcome_until = Some(Instant::now() + WELCOME_WAIT);
+    let mut hello = tokio::time::interval_at(Instant::now() + HELLO_INTERVAL, HELLO_INTERVAL);
+    loop {
+        if awaited.is_empty() || welcome_until.is_some_and(|until| until <= Instant::now()) {
+            welcome_until = None;
+            listening.send_replace(true);
+        }
+        let far = Instant::now() + HELLO_INTERVAL;
+        let notification = tokio::select! {
+            notification = incoming.recv() => notification,
+            _ = hello.tick() => {
+                say_hello(&client, instance).await?;
+                continue;
+            }
+            () = tokio::time::sleep_until(welcome_until.unwrap_or(far)), if welcome_until.is_some() => continue,
+        };
+        // Ends when the connection does (its task drops the sender).
+        let Some(notification) = notification else { return Ok(()) };
         let Some((from, body)) = notification.payload().split_once('\n') else { continue };
-        if from == instance.to_string() {
+        let Ok(from) = from.parse::<Uuid>() else { continue };
+        if from == instance {
             continue;
         }
-        let targets: Vec<Arc<dyn PeerInbox>> =
-            inboxes.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect();
+        link.presence.heard();
+        let now = Instant::now();
+        let new = known.insert(from, now).is_none_or(|seen| now.duration_since(seen) > PEER_TIMEOUT);
+        awaited.remove(&from);
+        if notification.channel() == INSTANCES_CHANNEL {
+            // A newcomer (or one back after a long silence) learns of this instance from the answer.
+            if body == "hello" && new {
+                signal(&client, instance, "welcome").await?;
+            }
+            continue;
+        }
+        let targets = link.targets();
         if targets.is_empty() {
             continue;
         }
@@ -312,5 +445,4 @@ async fn listen_once(
             _ => {}
         }
     }
-    Ok(())
 }

@@ -222,6 +222,21 @@ CREATE TABLE cron_ticks (
     last_tick timestamptz NOT NULL
 );
 "#,
+    r#"
+-- Each rate-limited queue's token bucket, shared by every instance (see `JobStore::take_queue_starts`).
+CREATE TABLE queue_rate_buckets (
+    queue text COLLATE "C" PRIMARY KEY,
+    tokens double precision NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+"#,
+    r#"
+-- The instances listening for each other's signals, so that one alone sends none (see the peers module).
+CREATE TABLE peer_instances (
+    id uuid PRIMARY KEY,
+    seen_at timestamptz NOT NULL
+);
+"#,
 ];
 
 /// The schema version this code writes.

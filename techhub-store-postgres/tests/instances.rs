@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use techhub_core::clock::{self, Clock, ManualClock};
 use techhub_core::events::{Event, EventKind};
-use techhub_core::jobs::{JobContext, Schedule, WorkerConfig, handler_fn};
+use techhub_core::jobs::{JobContext, RateLimit, Schedule, WorkerConfig, handler_fn};
 use techhub_core::model::{
     Email, JobFilter, JobState, NewJob, NotificationFilter, PageRequest, Role, TokenFamilyId, TokenHash, TokenKind,
     TokenRecord, User,
@@ -464,4 +464,46 @@ async fn an_event_becomes_notifications_once_whichever_instances_see_it() {
     assert_eq!(registration_mails(store.as_ref()).await, 3, "one mail per registration, not one per instance");
     first_workers.shutdown().await;
     second_workers.shutdown().await;
+}
+
+/// A rate-limited queue served by two instances starts no more jobs over any window than its one limit
+/// allows (the bucket is the database's, not each process's): per window `w`, at most `burst + rate * w`
+/// starts, plus one for the moment between taking a start and the claim stamping `started_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_rate_limit_holds_across_instances() {
+    let database = TestServer::shared().database().await;
+    let limit = RateLimit::per_second(10.0).burst(2);
+    let hubs = [hub(connect(&database).await), hub(connect(&database).await)];
+    let mut runtimes = Vec::new();
+    for hub in &hubs {
+        let mut config = WorkerConfig::default().rate_limited_queue("limited", 4, limit);
+        config.poll_interval = Duration::from_millis(50);
+        runtimes.push(hub.start_workers(config).expect("a runtime"));
+    }
+    let specs = (0..40).map(|n| NewJob::new(KIND, json!({ "n": n })).queue("limited")).collect();
+    hubs[0].jobs().enqueue_many(&Actor::System, specs).await.expect("enqueued");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let jobs = loop {
+        let filter = JobFilter { queue: Some("limited".into()), ..JobFilter::default() };
+        let page = hubs[1].storage().list_jobs(&filter, &PageRequest::first(100)).await.expect("a page");
+        if page.items.iter().all(|job| job.state == JobState::Succeeded) {
+            break page.items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the limited jobs did not all run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for runtime in runtimes {
+        runtime.shutdown().await;
+    }
+    let mut starts: Vec<_> = jobs.iter().filter_map(|job| job.started_at).collect();
+    starts.sort_unstable();
+    assert_eq!(starts.len(), 40);
+    for window in [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)] {
+        let allowed = f64::from(limit.burst) + limit.per_second * window.as_secs_f64() + 1.0;
+        for (first, start) in starts.iter().enumerate() {
+            let end = *start + chrono::TimeDelta::from_std(window).expect("a short window");
+            let within = starts[first..].iter().take_while(|later| **later < end).count();
+            assert!(within as f64 <= allowed, "{within} starts within {window:?} of {start}, {allowed} allowed");
+        }
+    }
 }

@@ -16,8 +16,8 @@ use serde_json::Value;
 use sled::IVec;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts,
+    QueueStarts, RateLimit, Settlement, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
@@ -339,6 +339,28 @@ impl JobStore for SledStore {
             })
             .await?;
         Ok(ids.into_iter().zip(rows).map(|(id, row)| row.and_then(|row| decode_job(id, &row))).collect())
+    }
+
+    /// In process memory ([`LocalRateBuckets`]): sled lets one process open the database, so every caller is in it (a bucket that starts full again after a restart at most allows one burst early).
+    async fn take_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        want: u32,
+    ) -> StoreResult<QueueStarts> {
+        Ok(self.rate_buckets.take(queue, limit, now, want))
+    }
+
+    async fn return_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        count: u32,
+    ) -> StoreResult<()> {
+        self.rate_buckets.give_back(queue, limit, now, count);
+        Ok(())
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

@@ -79,7 +79,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use options::{FlushPolicy, SledOptions};
 use techhub_core::model::{DatabaseInfo, TokenFamilyId, User, UserId};
-use techhub_core::storage::{Storage, StoreError, StoreResult};
+use techhub_core::storage::{LocalRateBuckets, Storage, StoreError, StoreResult};
 
 use crate::engine::{Sled, Trees};
 use crate::writer::Writer;
@@ -93,6 +93,8 @@ pub struct SledStore {
     db: sled::Db,
     path: Option<PathBuf>,
     flush: Option<FlushPolicy>,
+    /// The queues' rate buckets: one process opens the database, so they are kept in its memory.
+    rate_buckets: LocalRateBuckets,
 }
 
 impl SledStore {
@@ -129,7 +131,14 @@ impl SledStore {
         users::backfill_counts(&trees)?;
         let writer = Writer::start(db.clone(), trees.clone(), options.flush == FlushPolicy::EveryWrite)?;
         tracing::debug!(path = %path.display(), recovered = db.was_recovered(), "sled store opened");
-        Ok(Self { writer, trees: Arc::new(trees), db, path: Some(path.to_owned()), flush: Some(options.flush) })
+        Ok(Self {
+            writer,
+            trees: Arc::new(trees),
+            db,
+            path: Some(path.to_owned()),
+            flush: Some(options.flush),
+            rate_buckets: LocalRateBuckets::default(),
+        })
     }
 
     /// A private database in a temporary file, deleted when the store is dropped (tests, trials). Nothing
@@ -138,7 +147,14 @@ impl SledStore {
         let db = sled::Config::new().temporary(true).open().sled()?;
         let trees = Trees::open(&db)?;
         let writer = Writer::start(db.clone(), trees.clone(), false)?;
-        Ok(Self { writer, trees: Arc::new(trees), db, path: None, flush: None })
+        Ok(Self {
+            writer,
+            trees: Arc::new(trees),
+            db,
+            path: None,
+            flush: None,
+            rate_buckets: LocalRateBuckets::default(),
+        })
     }
 }
 

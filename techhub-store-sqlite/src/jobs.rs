@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts, Settlement,
-    WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts,
+    QueueStarts, RateLimit, Settlement, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
@@ -517,6 +517,28 @@ impl JobStore for SqliteStore {
                 Ok(outcomes)
             })
             .await
+    }
+
+    /// In process memory ([`LocalRateBuckets`]): one process owns the database, so every caller is in it (a bucket that starts full again after a restart at most allows one burst early).
+    async fn take_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        want: u32,
+    ) -> StoreResult<QueueStarts> {
+        Ok(self.rate_buckets.take(queue, limit, now, want))
+    }
+
+    async fn return_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        count: u32,
+    ) -> StoreResult<()> {
+        self.rate_buckets.give_back(queue, limit, now, count);
+        Ok(())
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {

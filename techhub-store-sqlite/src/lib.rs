@@ -44,13 +44,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 pub use engine::{Durability, SqliteOptions};
 use techhub_core::model::{DatabaseInfo, TokenFamilyId, User, UserId};
-use techhub_core::storage::{Storage, StoreResult};
+use techhub_core::storage::{LocalRateBuckets, Storage, StoreResult};
 
 /// TechHub storage in a SQLite database.
 pub struct SqliteStore {
     engine: engine::Engine,
     sessions: sessions::SessionCache,
     path: Option<PathBuf>,
+    /// The queues' rate buckets: one process owns the database, so they are kept in its memory.
+    rate_buckets: LocalRateBuckets,
 }
 
 impl SqliteStore {
@@ -66,12 +68,18 @@ impl SqliteStore {
             engine: engine::Engine::open(path, options)?,
             sessions: sessions::SessionCache::default(),
             path: Some(path.to_owned()),
+            rate_buckets: LocalRateBuckets::default(),
         })
     }
 
     /// A private in-memory database (tests, trials). Nothing survives the process.
     pub fn in_memory() -> StoreResult<Self> {
-        Ok(Self { engine: engine::Engine::in_memory()?, sessions: sessions::SessionCache::default(), path: None })
+        Ok(Self {
+            engine: engine::Engine::in_memory()?,
+            sessions: sessions::SessionCache::default(),
+            path: None,
+            rate_buckets: LocalRateBuckets::default(),
+        })
     }
 }
 

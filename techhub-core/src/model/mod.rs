@@ -8,6 +8,7 @@ mod ids;
 mod job;
 mod notification;
 mod page;
+mod rate_limit;
 mod redaction;
 mod token;
 mod user;
@@ -26,6 +27,7 @@ pub use job::{
 };
 pub use notification::{Channel, Delivery, Notification, NotificationCount, NotificationFilter, NotificationStatus};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
+pub use rate_limit::{QueueStarts, RateBucket, RateLimit};
 pub use redaction::{REDACTED, names_a_secret, redact_secrets};
 pub use token::{ClientMeta, Consumed, TokenHash, TokenKind, TokenRecord};
 pub use user::{Email, MAX_EMAIL_BYTES, PasswordHash, Role, User, UserCounts};

@@ -15,6 +15,7 @@
 
 pub mod decisions;
 mod error;
+mod local_rate_buckets;
 mod peers;
 
 #[cfg(feature = "conformance")]
@@ -29,12 +30,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use self::error::{Conflict, StoreError, StoreResult};
+pub use self::local_rate_buckets::LocalRateBuckets;
 pub use self::peers::{PeerInbox, Peers};
 use crate::model::{
     Artifact, AuditEntry, AuditFilter, Build, BuildFilter, BuildId, BuildOutcome, BuildStatus, Consumed, DatabaseInfo,
     Email, Endpoint, EndpointId, Job, JobFailure, JobFilter, JobId, JobState, Lease, LogLine, NewLogLine, Notification,
     NotificationCount, NotificationFilter, NotificationId, OutcomeFilter, Page, PageRequest, Progress, QueueCounts,
-    Settlement, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter, UserId, WorkerId,
+    QueueStarts, RateLimit, Settlement, TokenFamilyId, TokenHash, TokenKind, TokenRecord, User, UserCounts, UserFilter,
+    UserId, WorkerId,
 };
 
 /// Users, unique by normalised email, updated under optimistic concurrency.
@@ -258,6 +261,36 @@ pub trait JobStore: Send + Sync {
     /// - The outer error means the write as a whole failed and nothing of it was stored.
     async fn settle_many(&self, settlements: Vec<Settlement>, now: DateTime<Utc>)
     -> StoreResult<Vec<StoreResult<Job>>>;
+
+    /// Takes up to `want` starts of `queue` at `now` from the queue's token bucket under `limit`: a queue's
+    /// rate limit, kept by the store, so that every worker of every process sharing the store draws on one
+    /// bucket and together they never start more than the limit allows.
+    ///
+    /// - A queue nobody took from yet has a full bucket: `limit.burst` starts (at least 1).
+    /// - The bucket refills at `limit.per_second` starts a second of `now`, up to `limit.burst`; a `now`
+    ///   earlier than the last call's refills nothing.
+    /// - Whole starts are granted, at most `want` (`want = 0` grants none); when fewer than `want` are granted,
+    ///   `next_in` says how long until the next one is there.
+    /// - Concurrent callers draw on one bucket: together they are never granted more than it holds.
+    /// - Each queue has a bucket of its own.
+    async fn take_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        want: u32,
+    ) -> StoreResult<QueueStarts>;
+
+    /// Gives back `count` starts taken from `queue`'s bucket but not used (a claim found no job).
+    ///
+    /// - The bucket never holds more than `limit.burst` starts.
+    async fn return_queue_starts(
+        &self,
+        queue: &str,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        count: u32,
+    ) -> StoreResult<()>;
 
     /// Cancels a job.
     ///

@@ -1,7 +1,6 @@
 //! The worker runtime: [`WorkerConfig`], [`TechHub::start_workers`] and the [`WorkerHandle`] it returns.
 
 mod maintenance;
-mod rate_limit;
 mod worker;
 
 use std::sync::Arc;
@@ -11,9 +10,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use self::maintenance::{Retention, Schedule};
-pub use self::rate_limit::RateLimit;
-use self::rate_limit::TokenBucket;
 use super::Backoff;
+pub use crate::model::RateLimit;
 use crate::model::WorkerId;
 use crate::{Error, Result, TechHub};
 
@@ -24,7 +22,9 @@ pub struct QueueConfig {
     pub name: String,
     /// How many jobs of it run at once in this process.
     pub workers: usize,
-    /// How fast its jobs may start, if limited.
+    /// How fast its jobs may start, if limited: enforced by the store
+    /// ([`JobStore::take_queue_starts`](crate::storage::JobStore::take_queue_starts)), so the limit holds for
+    /// the queue as a whole, however many processes serve it, and on the hub's clock.
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -213,14 +213,13 @@ impl TechHub {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for queue in &config.queues {
-            let limiter = queue.rate_limit.map(|limit| Arc::new(TokenBucket::new(limit)));
             self.signals().add_workers(&queue.name, queue.workers as isize);
             for n in 0..queue.workers {
                 let worker = worker::Worker {
                     hub: self.clone(),
                     id: WorkerId::new(format!("{}:{}:{n}", config.name, queue.name)),
                     queues: vec![queue.name.clone()],
-                    limiter: limiter.clone(),
+                    rate_limit: queue.rate_limit,
                     settings: settings.clone(),
                     stop: stop.clone(),
                 };

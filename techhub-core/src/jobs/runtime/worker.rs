@@ -9,19 +9,19 @@ use tokio::time::{Instant, interval_at, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::Settings;
-use super::rate_limit::TokenBucket;
 use crate::TechHub;
 use crate::events::EventKind;
 use crate::jobs::telemetry;
 use crate::jobs::{JobContext, JobError};
-use crate::model::{Job, JobFailure, JobState, Lease, Retry, WorkerId};
+use crate::model::{Job, JobFailure, JobState, Lease, RateLimit, Retry, WorkerId};
 use crate::storage::{Conflict, StoreError};
 
 pub(super) struct Worker {
     pub(super) hub: TechHub,
     pub(super) id: WorkerId,
     pub(super) queues: Vec<String>,
-    pub(super) limiter: Option<Arc<TokenBucket>>,
+    /// The queue's start rate, enforced by the store (one bucket for every process sharing it).
+    pub(super) rate_limit: Option<RateLimit>,
     pub(super) settings: Arc<Settings>,
     pub(super) stop: CancellationToken,
 }
@@ -84,9 +84,7 @@ impl Worker {
             match self.hub.storage().claim(&self.queues, &self.id, self.hub.now(), self.settings.lease).await {
                 Ok(Some(job)) => next = self.run_job(job).await,
                 Ok(None) => {
-                    if let Some(limiter) = &self.limiter {
-                        limiter.refund();
-                    }
+                    self.return_start().await;
                     tokio::select! {
                         () = wake.notified() => {}
                         () = sleep(self.settings.poll_interval) => {}
@@ -114,17 +112,13 @@ impl Worker {
         if self.stop.is_cancelled() {
             return None;
         }
-        if let Some(limiter) = &self.limiter
-            && limiter.take().is_some()
-        {
+        if self.rate_limit.is_some() && self.take_start().await != Some(None) {
             return None;
         }
         let claimed = self.hub.storage().claim(&self.queues, &self.id, self.hub.now(), self.settings.lease).await;
         let job = claimed.ok().flatten();
-        if job.is_none()
-            && let Some(limiter) = &self.limiter
-        {
-            limiter.refund();
+        if job.is_none() {
+            self.return_start().await;
         }
         job
     }
@@ -137,16 +131,46 @@ impl Worker {
         }
     }
 
+    /// Takes one start from the queue's rate limit: `Some(None)` if granted, `Some(Some(wait))` if not (and
+    /// how long until one may be), `None` if the store could not be asked (or the queue is not limited).
+    async fn take_start(&self) -> Option<Option<Duration>> {
+        let limit = self.rate_limit?;
+        let queue = &self.queues[0];
+        match self.hub.storage().take_queue_starts(queue, limit, self.hub.now(), 1).await {
+            Ok(starts) if starts.granted > 0 => Some(None),
+            // Never zero: a zero wait would spin while the store's clock stands still.
+            Ok(starts) => Some(Some(starts.next_in.unwrap_or_default().max(Duration::from_millis(1)))),
+            Err(error) => {
+                tracing::warn!(worker = %self.id, error = %error, "taking a start from the queue's rate limit failed");
+                None
+            }
+        }
+    }
+
+    /// Gives back a start taken for a claim that found no job.
+    async fn return_start(&self) {
+        let Some(limit) = self.rate_limit else { return };
+        if let Err(error) = self.hub.storage().return_queue_starts(&self.queues[0], limit, self.hub.now(), 1).await {
+            tracing::warn!(worker = %self.id, error = %error, "giving back an unused start failed");
+        }
+    }
+
     /// Waits until the queue's rate limit allows a start; `false` if the runtime stopped meanwhile.
     async fn wait_for_rate_limit(&self) -> bool {
-        let Some(limiter) = &self.limiter else { return true };
-        while let Some(wait) = limiter.take() {
+        if self.rate_limit.is_none() {
+            return true;
+        }
+        loop {
+            let wait = match self.take_start().await {
+                Some(None) => return true,
+                Some(Some(wait)) => wait,
+                None => self.settings.poll_interval,
+            };
             tokio::select! {
                 () = sleep(wait) => {}
                 () = self.stop.cancelled() => return false,
             }
         }
-        true
     }
 
     /// Runs one job to its end and records it; returns the job claimed ahead meanwhile, if any.

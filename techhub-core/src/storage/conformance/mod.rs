@@ -35,6 +35,7 @@ mod fixtures;
 mod jobs;
 mod model;
 mod notifications;
+mod rates;
 mod system;
 mod tokens;
 pub mod two_processes;
@@ -53,6 +54,7 @@ pub use self::endpoints::*;
 pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
+pub use self::rates::*;
 pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
@@ -161,6 +163,8 @@ macro_rules! conformance_tests {
             cron_ticks_of_schedules_are_independent,
             cron_tick_concurrent_callers_store_one_job,
             cron_tick_is_not_recorded_when_its_job_fails,
+            jobs_queue_rate_limit_grants_the_burst_then_the_rate,
+            jobs_queue_rate_limit_concurrent_takers_share_one_bucket,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
