@@ -136,12 +136,15 @@ async fn events_of_one_instance_reach_subscribers_of_another_in_order() {
     workers.shutdown().await;
 }
 
-/// An instance nobody subscribes to (no runtime, no WebSocket) still sends its job events, details included, to
+/// An instance nobody subscribes to (no workers, no rules, no WebSocket) still sends its job events, details included, to
 /// the other instances: `EventBus::publish_with` skips building an event only when no one anywhere can get it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_events_of_an_instance_without_subscribers_reach_another() {
     let database = TestServer::shared().database().await;
-    let quiet = hub(connect(&database).await);
+    // Built outside the runtime, a hub starts its notification rules only with its workers, which this one
+    // never starts: nothing subscribes on it.
+    let quiet_store = connect(&database).await;
+    let quiet = std::thread::spawn(move || hub(quiet_store)).join().expect("the hub is built");
     let watcher = hub(connect(&database).await);
     let mut watched = watcher.subscribe();
     assert_eq!(quiet.events().subscriber_count(), 0, "nothing subscribes on the quiet instance");
