@@ -188,8 +188,9 @@ pub struct Event {
 #[derive(Debug)]
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
-    // Assigning the sequence number and sending under one lock keeps `seq` in delivery order.
-    next_seq: Mutex<u64>,
+    // Assigning the sequence number and sending under one lock keeps `seq` in delivery order; who wants which
+    // kinds is read under the same lock.
+    state: Arc<Mutex<BusState>>,
     /// The other instances sharing the store, which get every event published here.
     peers: Option<Arc<dyn Peers>>,
 }
@@ -198,7 +199,7 @@ impl EventBus {
     /// A bus whose subscribers may fall `capacity` events behind before they start missing events.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender, next_seq: Mutex::new(1), peers: None }
+        Self { sender, state: Arc::new(Mutex::new(BusState { next_seq: 1, ..BusState::default() })), peers: None }
     }
 
     /// A bus that also passes every event it publishes to `peers` (the other instances sharing the store).
@@ -209,6 +210,16 @@ impl EventBus {
     /// A new subscriber, receiving every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
+    }
+
+    /// A new subscriber that needs only events of `kinds`, from now on. Unlike [`EventBus::subscribe`], it
+    /// does not make the bus build the details of other kinds (see [`EventBus::publish_with`]): a background
+    /// listener such as the notification rules keeps the hot path (job progress) free when nobody else listens.
+    pub fn subscribe_to(&self, kinds: &[EventKind]) -> KindSubscriber {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.partial_subscribers += 1;
+        state.wanted.extend_from_slice(kinds);
+        KindSubscriber { receiver: self.sender.subscribe(), kinds: kinds.to_vec(), state: Arc::clone(&self.state) }
     }
 
     /// Publishes an event and returns its sequence number. With no subscriber the event is dropped.
@@ -226,10 +237,10 @@ impl EventBus {
     /// Delivers an event another instance published to this bus's subscribers, with this bus's next sequence
     /// number; it is not passed back to the peers.
     pub fn deliver_from_peer(&self, mut event: Event) {
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
-        event.seq = *next_seq;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        event.seq = state.next_seq;
         event.from_peer = true;
-        *next_seq += 1;
+        state.next_seq += 1;
         let _ = self.sender.send(event);
     }
 
@@ -244,13 +255,14 @@ impl EventBus {
         owner: Option<UserId>,
         data: impl FnOnce() -> Value,
     ) -> u64 {
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
-        let seq = *next_seq;
-        *next_seq += 1;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = state.next_seq;
+        state.next_seq += 1;
         // Checked under the sequence lock, like `send`'s own check: a subscriber arriving after this point
         // would have missed the event either way. The other instances sharing the store always get it: their
-        // subscribers are not counted here.
-        if self.peers.is_some() || self.sender.receiver_count() > 0 {
+        // subscribers are not counted here. Subscribers of some kinds only count for those kinds.
+        let everything = self.sender.receiver_count() > state.partial_subscribers;
+        if self.peers.is_some() || everything || state.wanted.contains(&kind) {
             let event = Event {
                 seq,
                 at,
@@ -273,6 +285,49 @@ impl EventBus {
     /// How many subscribers there are.
     pub fn subscriber_count(&self) -> usize {
         self.sender.receiver_count()
+    }
+}
+
+/// The bus's sequence and who listens for what, under one lock.
+#[derive(Debug, Default)]
+struct BusState {
+    next_seq: u64,
+    /// How many of the channel's receivers are [`KindSubscriber`]s.
+    partial_subscribers: usize,
+    /// The kinds those subscribers want, once per subscriber (a multiset: a few entries).
+    wanted: Vec<EventKind>,
+}
+
+/// A subscriber to some kinds of events only ([`EventBus::subscribe_to`]); dropping it withdraws its interest.
+#[derive(Debug)]
+pub struct KindSubscriber {
+    receiver: broadcast::Receiver<Event>,
+    kinds: Vec<EventKind>,
+    state: Arc<Mutex<BusState>>,
+}
+
+impl KindSubscriber {
+    /// The next event of the kinds subscribed to; as [`broadcast::Receiver::recv`] otherwise (a lagging
+    /// subscriber is told how many events, of any kind, it missed).
+    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        loop {
+            let event = self.receiver.recv().await?;
+            if self.kinds.contains(&event.kind) {
+                return Ok(event);
+            }
+        }
+    }
+}
+
+impl Drop for KindSubscriber {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.partial_subscribers = state.partial_subscribers.saturating_sub(1);
+        for kind in &self.kinds {
+            if let Some(index) = state.wanted.iter().position(|wanted| wanted == kind) {
+                state.wanted.swap_remove(index);
+            }
+        }
     }
 }
 
@@ -301,6 +356,38 @@ mod tests {
         let event = subscriber.recv().await.expect("the subscriber hears the lazy event");
         assert_eq!((event.seq, event.data), (2, serde_json::json!({ "n": 2 })));
         assert_eq!(subscriber.recv().await.expect("and the eager one").seq, 3);
+    }
+
+    #[tokio::test]
+    async fn a_kind_subscriber_gets_only_its_kinds_and_makes_only_them_built() {
+        let bus = EventBus::new(8);
+        let job = JobId::new();
+        let built = std::cell::Cell::new(0);
+        let publish = |kind| {
+            bus.publish_with(Utc::now(), kind, job, None, || {
+                built.set(built.get() + 1);
+                serde_json::json!({})
+            })
+        };
+        let mut failures = bus.subscribe_to(&[EventKind::JobFailed]);
+        publish(EventKind::JobProgress);
+        assert_eq!(built.get(), 0, "no one wants progress");
+        let failed = publish(EventKind::JobFailed);
+        assert_eq!(built.get(), 1, "the kind subscriber wants failures");
+        let heard = failures.recv().await.expect("the failure arrives");
+        assert_eq!((heard.kind, heard.seq), (EventKind::JobFailed, failed));
+
+        // With a subscriber to everything, every kind is built; the kind subscriber still skips the others.
+        let everything = bus.subscribe();
+        publish(EventKind::JobProgress);
+        let failed_again = publish(EventKind::JobFailed);
+        assert_eq!(built.get(), 3);
+        assert_eq!(failures.recv().await.expect("the next failure").seq, failed_again);
+        drop(everything);
+
+        drop(failures);
+        publish(EventKind::JobFailed);
+        assert_eq!(built.get(), 3, "a dropped kind subscriber withdraws its interest");
     }
 
     #[tokio::test]

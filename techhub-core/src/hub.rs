@@ -101,7 +101,7 @@ impl TechHub {
             return;
         }
         // Subscribed before returning, so no event published after this call is missed by the rules.
-        let events = self.subscribe();
+        let events = self.inner.events.subscribe_to(&crate::notify::rules::KINDS);
         runtime.spawn(crate::notify::rules::run(Arc::downgrade(&self.inner), events));
     }
 

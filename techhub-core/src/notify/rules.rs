@@ -17,10 +17,9 @@
 use std::sync::Weak;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::events::{Event, EventKind};
+use crate::events::{Event, EventKind, KindSubscriber};
 use crate::hub::HubInner;
 use crate::model::{BuildId, Channel, EndpointKind, JobId, UserId};
 use crate::{Result, TechHub};
@@ -30,7 +29,7 @@ pub const EVENT_TYPES: [&str; 6] =
     ["build.succeeded", "build.failed", "build.cancelled", "job.failed", "user.registered", "endpoint.disabled"];
 
 /// Runs the rules on `events` until the hub is dropped (its bus closes, or it is gone when an event comes).
-pub(crate) async fn run(hub: Weak<HubInner>, mut events: Receiver<Event>) {
+pub(crate) async fn run(hub: Weak<HubInner>, mut events: KindSubscriber) {
     loop {
         match events.recv().await {
             // The instance that published an event runs its rules; the others only show it.
@@ -88,6 +87,16 @@ async fn describe(hub: &TechHub, event: &Event) -> Result<Option<(&'static str, 
     Ok(Some(described))
 }
 
+/// The kinds of events the rules act on (those [`event_type_of`] knows): the bus builds no other event for them.
+pub(crate) const KINDS: [EventKind; 6] = [
+    EventKind::BuildSucceeded,
+    EventKind::BuildFailed,
+    EventKind::BuildCancelled,
+    EventKind::JobFailed,
+    EventKind::UserCreated,
+    EventKind::EndpointDisabled,
+];
+
 /// The event type the rules know `kind` as, if they act on it.
 fn event_type_of(kind: EventKind) -> Option<&'static str> {
     Some(match kind {
@@ -132,4 +141,15 @@ pub(crate) async fn dispatch(hub: &TechHub, event: &Event) -> Result<usize> {
         queued += 1;
     }
     Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rules_subscribe_to_exactly_the_kinds_they_act_on() {
+        let types: Vec<&str> = KINDS.iter().filter_map(|kind| event_type_of(*kind)).collect();
+        assert_eq!(types, EVENT_TYPES, "each rule kind has its event type, in the documented order");
+    }
 }
