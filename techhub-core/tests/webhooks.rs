@@ -422,17 +422,7 @@ async fn slack_429_is_retried_only_after_its_retry_after() {
     let sent = notifications(&hub, Channel::Slack).await;
     assert_eq!(sent[0].recipient, endpoint.id.to_string());
     let job_id = sent[0].job_id.expect("a job");
-    let waiting = timeout(PATIENCE, async {
-        loop {
-            let job = hub.storage().get_job(job_id).await.expect("read").expect("exists");
-            if job.state == techhub_core::model::JobState::Queued && job.attempt == 1 {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the job waits");
+    let waiting = waiting_for_retry(&hub, job_id).await;
     assert!(waiting.run_at >= clock.now() + chrono::TimeDelta::seconds(30), "the retry waits for Retry-After");
     handle.wake();
     assert!(received.try_recv().is_err(), "nothing before Retry-After");
@@ -625,17 +615,7 @@ async fn a_retry_after_beyond_the_configured_maximum_waits_the_maximum() {
         .expect("queued");
     next(&mut received).await;
     let job_id = queued.job_id.expect("a job");
-    let waiting = timeout(PATIENCE, async {
-        loop {
-            let job = hub.storage().get_job(job_id).await.expect("read").expect("exists");
-            if job.state == techhub_core::model::JobState::Queued && job.attempt == 1 {
-                return job;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the job waits");
+    let waiting = waiting_for_retry(&hub, job_id).await;
     // The manual clock stands still: the wait is exactly the cap, not the day the receiver asked for.
     assert_eq!(waiting.run_at, clock.now() + chrono::TimeDelta::from_std(cap).expect("fits"));
 }
@@ -669,4 +649,19 @@ async fn a_hub_without_workers_queues_the_notifications_of_its_own_events() {
     // Workers started later (here, or on another instance) deliver it.
     let _workers = workers(&hub);
     settled(&hub, notification.id, NotificationStatus::Sent).await;
+}
+
+/// The job `job_id` once its first attempt has failed and it waits, queued, for its retry.
+async fn waiting_for_retry(hub: &TechHub, job_id: techhub_core::model::JobId) -> techhub_core::model::Job {
+    timeout(PATIENCE, async {
+        loop {
+            let job = hub.storage().get_job(job_id).await.expect("read").expect("exists");
+            if job.state == techhub_core::model::JobState::Queued && job.attempt == 1 {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job waits")
 }
