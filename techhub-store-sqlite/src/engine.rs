@@ -272,7 +272,7 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
         let mut waiting = batch.into_iter();
         // Usually one pass; another only after a write without a savepoint failed half-way.
         loop {
-            if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+            if let Err(error) = run_statement(connection, "BEGIN IMMEDIATE") {
                 // Another process held the lock past the busy timeout: dropping the writes drops their replies,
                 // so each caller is told the store is unavailable and nothing was written.
                 tracing::warn!(error = %error, writes = waiting.len(), "could not begin a write transaction");
@@ -291,15 +291,15 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
             }
             if let Some(spoiled) = spoiled {
                 tracing::error!(writes = finishes.len(), "a write failed half-way; its batch so far is rolled back");
-                let _ = connection.execute_batch("ROLLBACK");
+                let _ = run_statement(connection, "ROLLBACK");
                 spoiled(None);
                 for finish in finishes {
                     finish(Some("rolled back with a write of the same batch that failed half-way"));
                 }
                 continue;
             }
-            let commit_error = connection.execute_batch("COMMIT").err().map(|error| {
-                let _ = connection.execute_batch("ROLLBACK");
+            let commit_error = run_statement(connection, "COMMIT").err().map(|error| {
+                let _ = run_statement(connection, "ROLLBACK");
                 error.to_string()
             });
             for finish in finishes {
@@ -351,7 +351,8 @@ fn run_work(connection: &Connection, work: Work) -> Ran {
     Ran::Whole(finish)
 }
 
-/// Runs one cached statement (the savepoint statements run for every write; parsing them each time shows).
+/// Runs one cached statement (the transaction and savepoint statements run for every batch or write; parsing
+/// them each time shows).
 fn run_statement(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
     connection.prepare_cached(sql)?.execute([]).map(drop)
 }

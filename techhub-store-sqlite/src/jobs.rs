@@ -17,6 +17,7 @@ use techhub_core::model::{
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
+use crate::job_counts::CountChanges;
 use crate::rows::{JOB_COLUMNS, job_columns, micros, to_json};
 use crate::{Sql, SqliteStore, rows};
 
@@ -42,14 +43,11 @@ pub(crate) fn live_with_key(connection: &Connection, key: &str) -> StoreResult<O
         .sql()
 }
 
-/// Whether a job with this id is stored (an index probe; the row is not read).
-fn job_exists(connection: &Connection, id: JobId) -> StoreResult<bool> {
-    connection.cached_row("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)", [id.as_bytes()], |row| row.get(0)).sql()
-}
-
-/// Stores jobs as [`JobStore::enqueue_many`] says; the caller's transaction makes the batch atomic.
+/// Stores jobs as [`JobStore::enqueue_many`] says (and counts them); the caller's transaction makes the
+/// batch atomic.
 pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
     let mut stored = Vec::with_capacity(jobs.len());
+    let mut counts = CountChanges::default();
     for job in jobs {
         if let Some(key) = &job.unique_key
             && let Some(existing) = live_with_key(connection, key)?
@@ -57,16 +55,14 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
             stored.push(existing);
             continue;
         }
-        if job_exists(connection, job.id)? {
-            return Err(Conflict::Duplicate.into());
-        }
         let (content_type, file_name, size) = artifact_columns(&job);
-        connection
+        // A stored id is a duplicate: the insert then changes nothing (one index probe, not a lookup first).
+        let inserted = connection
             .prepare_cached(concat!(
                 "INSERT INTO jobs (",
                 job_columns!(),
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-                 ?21, ?22, ?23, ?24)"
+                 ?21, ?22, ?23, ?24) ON CONFLICT (id) DO NOTHING"
             ))
             .sql()?
             .execute(params![
@@ -96,8 +92,13 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
                 job.cancel_requested,
             ])
             .sql()?;
+        if inserted == 0 {
+            return Err(Conflict::Duplicate.into());
+        }
+        counts.add(&job.queue, job.state, 1);
         stored.push(job);
     }
+    counts.apply(connection)?;
     Ok(stored)
 }
 
@@ -111,8 +112,9 @@ fn artifact_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
     )
 }
 
-/// Writes back every column a transition can change.
-fn save(connection: &Connection, job: &Job) -> StoreResult<()> {
+/// Writes back every column a transition can change, and notes the move from state `from` in `counts`.
+fn save(connection: &Connection, job: &Job, from: JobState, counts: &mut CountChanges) -> StoreResult<()> {
+    counts.moved(&job.queue, from, job.state);
     let (content_type, file_name, size) = artifact_columns(job);
     connection
         .prepare_cached(
@@ -166,13 +168,16 @@ impl ClaimHead {
     }
 }
 
-/// The next due job of `queue`, found in time independent of how many jobs wait.
+/// The head of each priority of `queue`'s waiting jobs, highest priority first, until `stop` says so.
 ///
 /// The claim index orders a queue's jobs by priority, then `run_at`. Within one priority the first entry is
-/// the oldest, so it is due or nothing of that priority is; a plain `ORDER BY ... LIMIT 1` with `run_at <= now`
-/// would instead walk every delayed job. So this visits priorities from the highest, one index probe each
-/// (a skip scan): the cost grows with the number of distinct priorities waiting, not with the jobs.
-fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Option<ClaimHead>> {
+/// the oldest, so this visits priorities from the highest, one index probe each (a skip scan): the cost grows
+/// with the number of distinct priorities waiting, not with the jobs.
+fn priority_heads(
+    connection: &Connection,
+    queue: &str,
+    mut stop: impl FnMut(&ClaimHead) -> bool,
+) -> StoreResult<Option<ClaimHead>> {
     let mut next_priority = connection
         .prepare_cached(
             "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND state = 'queued' AND priority < ?2 \
@@ -192,12 +197,30 @@ fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Optio
         let (run_at, id) = oldest
             .query_row(params![queue, priority], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
             .sql()?;
-        if run_at <= now {
-            return Ok(Some(ClaimHead { priority, run_at, id }));
+        let head = ClaimHead { priority, run_at, id };
+        if stop(&head) {
+            return Ok(Some(head));
         }
         below = priority;
     }
     Ok(None)
+}
+
+/// The next due job of `queue`, found in time independent of how many jobs wait: within one priority the
+/// oldest job is due or none is (a plain `ORDER BY ... LIMIT 1` with `run_at <= now` would instead walk every
+/// delayed job).
+fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Option<ClaimHead>> {
+    priority_heads(connection, queue, |head| head.run_at <= now)
+}
+
+/// The oldest `run_at` among `queue`'s waiting jobs, due or not, from the claim index (no scan).
+fn oldest_queued_run_at(connection: &Connection, queue: &str) -> StoreResult<Option<i64>> {
+    let mut oldest: Option<i64> = None;
+    priority_heads(connection, queue, |head| {
+        oldest = Some(oldest.map_or(head.run_at, |oldest| oldest.min(head.run_at)));
+        false
+    })?;
+    Ok(oldest)
 }
 
 /// A claim's parameters, as the writer needs them.
@@ -282,6 +305,15 @@ impl ClaimRequest {
     }
 }
 
+/// Moves the claimed `jobs` from `queued` to `running` in the counts, inside the claim's transaction.
+fn count_claimed(connection: &Connection, jobs: &[Job]) -> StoreResult<()> {
+    let mut counts = CountChanges::default();
+    for job in jobs {
+        counts.moved(&job.queue, JobState::Queued, JobState::Running);
+    }
+    counts.apply(connection)
+}
+
 /// Stores a completion's artifact beside its job (replacing an older one).
 fn store_artifact(connection: &Connection, id: JobId, artifact: &Artifact) -> StoreResult<()> {
     connection
@@ -306,7 +338,9 @@ impl SqliteStore {
             .write_checked_first(move |connection| {
                 let mut job = leased(connection, &lease)?;
                 change(connection, &mut job)?;
-                save(connection, &job)?;
+                let mut counts = CountChanges::default();
+                save(connection, &job, JobState::Running, &mut counts)?;
+                counts.apply(connection)?;
                 Ok(job)
             })
             .await
@@ -416,7 +450,13 @@ impl JobStore for SqliteStore {
         }
         let claim = ClaimRequest::new(queues, worker, now, lease);
         // A claim refuses nothing; it only fails on an I/O error.
-        self.engine.write_checked_first(move |connection| claim.next(connection)).await
+        self.engine
+            .write_checked_first(move |connection| {
+                let job = claim.next(connection)?;
+                count_claimed(connection, job.as_slice())?;
+                Ok(job)
+            })
+            .await
     }
 
     async fn claim_many(
@@ -432,7 +472,13 @@ impl JobStore for SqliteStore {
         }
         let claim = ClaimRequest::new(queues, worker, now, lease);
         // Inside the writer's transaction, so the batch commits (and is durable) once; it refuses nothing.
-        self.engine.write_checked_first(move |connection| claim.next_many(connection, max)).await
+        self.engine
+            .write_checked_first(move |connection| {
+                let jobs = claim.next_many(connection, max)?;
+                count_claimed(connection, &jobs)?;
+                Ok(jobs)
+            })
+            .await
     }
 
     async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
@@ -496,6 +542,7 @@ impl JobStore for SqliteStore {
         self.engine
             .write_checked_first(move |connection| {
                 let mut outcomes = Vec::with_capacity(settlements.len());
+                let mut counts = CountChanges::default();
                 for settlement in settlements {
                     // A lost lease or a missing job refuses this settlement alone (it wrote nothing yet); any
                     // other error fails the write, and the writer rolls back what it wrote.
@@ -511,9 +558,10 @@ impl JobStore for SqliteStore {
                     if let Some(artifact) = settlement.artifact() {
                         store_artifact(connection, job.id, artifact)?;
                     }
-                    save(connection, &job)?;
+                    save(connection, &job, JobState::Running, &mut counts)?;
                     outcomes.push(Ok(job));
                 }
+                counts.apply(connection)?;
                 Ok(outcomes)
             })
             .await
@@ -545,6 +593,7 @@ impl JobStore for SqliteStore {
         self.engine
             .write_checked_first(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
+                let from = job.state;
                 match job.state {
                     JobState::Queued => job.finish(JobState::Cancelled, now),
                     JobState::Running => job.cancel_requested = true,
@@ -552,7 +601,9 @@ impl JobStore for SqliteStore {
                         return Err(Conflict::InvalidState.into());
                     }
                 }
-                save(connection, &job)?;
+                let mut counts = CountChanges::default();
+                save(connection, &job, from, &mut counts)?;
+                counts.apply(connection)?;
                 Ok(job)
             })
             .await
@@ -571,8 +622,11 @@ impl JobStore for SqliteStore {
             .write_checked_first(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
                 decisions::check_retry(&job, |key| Ok::<_, StoreError>(live_with_key(connection, key)?.is_some()))??;
+                let from = job.state;
                 job.restart(now);
-                save(connection, &job)?;
+                let mut counts = CountChanges::default();
+                save(connection, &job, from, &mut counts)?;
+                counts.apply(connection)?;
                 Ok(job)
             })
             .await
@@ -593,11 +647,13 @@ impl JobStore for SqliteStore {
                     .collect::<rusqlite::Result<Vec<Job>>>()
                     .sql()?;
                 let mut rescued = Vec::with_capacity(expired.len());
+                let mut counts = CountChanges::default();
                 for mut job in expired {
                     job.rescue(now);
-                    save(connection, &job)?;
+                    save(connection, &job, JobState::Running, &mut counts)?;
                     rescued.push(job);
                 }
+                counts.apply(connection)?;
                 Ok(rescued)
             })
             .await
@@ -620,11 +676,8 @@ impl JobStore for SqliteStore {
                         counts.entry(queue.clone()).or_insert_with(|| QueueCounts { queue, ..QueueCounts::default() });
                     *entry.get_mut(state) = u64::try_from(count).unwrap_or_default();
                 }
-                let mut oldest = connection
-                    .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE queue = ?1 AND state = 'queued'")
-                    .sql()?;
                 for entry in counts.values_mut().filter(|entry| entry.queued > 0) {
-                    let run_at: Option<i64> = oldest.query_row([&entry.queue], |row| row.get(0)).sql()?;
+                    let run_at = oldest_queued_run_at(connection, &entry.queue)?;
                     entry.oldest_queued_run_at = run_at.and_then(DateTime::from_timestamp_micros);
                 }
                 Ok(counts.into_values().collect())
@@ -674,15 +727,22 @@ impl JobStore for SqliteStore {
                 let deleted = self
                     .engine
                     .write(move |connection| {
-                        let deleted = connection
+                        let queues = connection
                             .prepare_cached(
                                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?1 AND finished_at < ?2 \
-                                 LIMIT ?3)",
+                                 LIMIT ?3) RETURNING queue",
                             )
                             .sql()?
-                            .execute(params![state.as_str(), finished_before, PRUNE_SLICE])
+                            .query_map(params![state.as_str(), finished_before, PRUNE_SLICE], |row| row.get::<_, String>(0))
+                            .sql()?
+                            .collect::<rusqlite::Result<Vec<String>>>()
                             .sql()?;
-                        Ok(deleted as u64)
+                        let mut counts = CountChanges::default();
+                        for queue in &queues {
+                            counts.add(queue, state, -1);
+                        }
+                        counts.apply(connection)?;
+                        Ok(queues.len() as u64)
                     })
                     .await?;
                 pruned += deleted;
