@@ -282,9 +282,12 @@ impl ClaimRequest {
         while claimed.len() < max {
             let Some(head) = due_head(connection, queue, self.now)? else { break };
             let wanted = i64::try_from(max - claimed.len()).unwrap_or(i64::MAX);
+            // `OR FAIL`: a statement changing several rows that could abort half-way makes SQLite keep a
+            // statement journal of every page it touches, to undo its own part. A claim breaks no constraint,
+            // and if it failed anyway the writer undoes the whole write (its savepoint, or the batch).
             let mut jobs = connection
                 .prepare_cached(concat!(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?3, lease_holder = ?4, \
+                    "UPDATE OR FAIL jobs SET state = 'running', attempt = attempt + 1, started_at = ?3, lease_holder = ?4, \
                      lease_until = ?5 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND \
                      state = 'queued' AND priority = ?2 AND run_at <= ?3 ORDER BY run_at, id LIMIT ?6) RETURNING ",
                     job_columns!()
