@@ -2,9 +2,10 @@
 //!
 //! Triggers kept it before (schema version 7 dropped them): each fired per row, and a statement that fires
 //! triggers makes SQLite keep a statement journal, which together cost about a sixth of a job's writes. Now
-//! each write collects its changes in a [`CountChanges`] and applies them with one upsert per queue and
-//! state it touched, in the same transaction as the jobs it changed: the counts stay exact, and a write that
-//! fails or is rolled back takes its count changes with it.
+//! each write collects its changes in a [`CountChanges`], and they are written with one update per queue and
+//! state touched, in the same transaction as the jobs they count: the counts stay exact, and a write that
+//! fails or is rolled back takes its count changes with it. The hot job writes leave their changes to the
+//! writer, which adds up those of its whole batch and writes them once before the commit.
 
 use rusqlite::{Connection, params};
 use techhub_core::model::JobState;
@@ -36,17 +37,30 @@ impl CountChanges {
         }
     }
 
-    /// Writes the changes into `job_counts`, inside the caller's transaction.
-    pub(crate) fn apply(self, connection: &Connection) -> StoreResult<()> {
-        for (queue, state, by) in self.changes.into_iter().filter(|(_, _, by)| *by != 0) {
-            connection
-                .prepare_cached(
-                    "INSERT INTO job_counts (queue, state, count) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (queue, state) DO UPDATE SET count = count + excluded.count",
-                )
+    /// Adds `other`'s changes to these.
+    pub(crate) fn merge(&mut self, other: Self) {
+        for (queue, state, by) in other.changes {
+            self.add(&queue, state, by);
+        }
+    }
+
+    /// Writes the changes into `job_counts`, inside the caller's transaction, and forgets them.
+    pub(crate) fn apply(&mut self, connection: &Connection) -> StoreResult<()> {
+        for (queue, state, by) in self.changes.drain(..).filter(|(_, _, by)| *by != 0) {
+            // The row is there but for a queue's first job in a state: an update, then an insert if it was
+            // not (an upsert tries the insert first, which costs more than both).
+            let updated = connection
+                .prepare_cached("UPDATE job_counts SET count = count + ?3 WHERE queue = ?1 AND state = ?2")
                 .sql()?
                 .execute(params![queue, state.as_str(), by])
                 .sql()?;
+            if updated == 0 {
+                connection
+                    .prepare_cached("INSERT INTO job_counts (queue, state, count) VALUES (?1, ?2, ?3)")
+                    .sql()?
+                    .execute(params![queue, state.as_str(), by])
+                    .sql()?;
+            }
         }
         Ok(())
     }

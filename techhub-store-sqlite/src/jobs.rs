@@ -43,11 +43,18 @@ pub(crate) fn live_with_key(connection: &Connection, key: &str) -> StoreResult<O
         .sql()
 }
 
-/// Stores jobs as [`JobStore::enqueue_many`] says (and counts them); the caller's transaction makes the
+/// Stores jobs as [`JobStore::enqueue_many`] says and counts them; the caller's transaction makes the
 /// batch atomic.
 pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
-    let mut stored = Vec::with_capacity(jobs.len());
     let mut counts = CountChanges::default();
+    let stored = insert_counted(connection, jobs, &mut counts)?;
+    counts.apply(connection)?;
+    Ok(stored)
+}
+
+/// [`insert_jobs`], leaving the count changes in `counts` (the writer writes a batch's changes once).
+fn insert_counted(connection: &Connection, jobs: Vec<Job>, counts: &mut CountChanges) -> StoreResult<Vec<Job>> {
+    let mut stored = Vec::with_capacity(jobs.len());
     for job in jobs {
         if let Some(key) = &job.unique_key
             && let Some(existing) = live_with_key(connection, key)?
@@ -98,7 +105,6 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
         counts.add(&job.queue, job.state, 1);
         stored.push(job);
     }
-    counts.apply(connection)?;
     Ok(stored)
 }
 
@@ -308,13 +314,11 @@ impl ClaimRequest {
     }
 }
 
-/// Moves the claimed `jobs` from `queued` to `running` in the counts, inside the claim's transaction.
-fn count_claimed(connection: &Connection, jobs: &[Job]) -> StoreResult<()> {
-    let mut counts = CountChanges::default();
+/// Moves the claimed `jobs` from `queued` to `running` in `counts`.
+fn count_claimed(jobs: &[Job], counts: &mut CountChanges) {
     for job in jobs {
         counts.moved(&job.queue, JobState::Queued, JobState::Running);
     }
-    counts.apply(connection)
 }
 
 /// Stores a completion's artifact beside its job (replacing an older one).
@@ -338,12 +342,10 @@ impl SqliteStore {
         let lease = lease.clone();
         // Refused (lease lost, no such job) before anything is written.
         self.engine
-            .write_checked_first(move |connection| {
+            .write_counting_checked_first(move |connection, counts| {
                 let mut job = leased(connection, &lease)?;
                 change(connection, &mut job)?;
-                let mut counts = CountChanges::default();
-                save(connection, &job, JobState::Running, &mut counts)?;
-                counts.apply(connection)?;
+                save(connection, &job, JobState::Running, counts)?;
                 Ok(job)
             })
             .await
@@ -368,15 +370,22 @@ fn record_cron_tick(connection: &Connection, schedule: &str, tick: DateTime<Utc>
 impl JobStore for SqliteStore {
     async fn enqueue(&self, job: Job) -> StoreResult<Job> {
         // One job: its checks come before its one insert.
-        self.engine.write_checked_first(move |connection| Ok(insert_jobs(connection, vec![job])?.remove(0))).await
+        self.engine
+            .write_counting_checked_first(move |connection, counts| {
+                Ok(insert_counted(connection, vec![job], counts)?.remove(0))
+            })
+            .await
     }
 
     async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
         if jobs.len() <= 1 {
-            return self.engine.write_checked_first(move |connection| insert_jobs(connection, jobs)).await;
+            return self
+                .engine
+                .write_counting_checked_first(move |connection, counts| insert_counted(connection, jobs, counts))
+                .await;
         }
         // A later job may be refused after earlier ones were inserted: the savepoint undoes them.
-        self.engine.write(move |connection| insert_jobs(connection, jobs)).await
+        self.engine.write_counting(move |connection, counts| insert_counted(connection, jobs, counts)).await
     }
 
     async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>> {
@@ -454,9 +463,9 @@ impl JobStore for SqliteStore {
         let claim = ClaimRequest::new(queues, worker, now, lease);
         // A claim refuses nothing; it only fails on an I/O error.
         self.engine
-            .write_checked_first(move |connection| {
+            .write_counting_checked_first(move |connection, counts| {
                 let job = claim.next(connection)?;
-                count_claimed(connection, job.as_slice())?;
+                count_claimed(job.as_slice(), counts);
                 Ok(job)
             })
             .await
@@ -476,9 +485,9 @@ impl JobStore for SqliteStore {
         let claim = ClaimRequest::new(queues, worker, now, lease);
         // Inside the writer's transaction, so the batch commits (and is durable) once; it refuses nothing.
         self.engine
-            .write_checked_first(move |connection| {
+            .write_counting_checked_first(move |connection, counts| {
                 let jobs = claim.next_many(connection, max)?;
-                count_claimed(connection, &jobs)?;
+                count_claimed(&jobs, counts);
                 Ok(jobs)
             })
             .await
@@ -543,9 +552,8 @@ impl JobStore for SqliteStore {
         }
         // Refusals are per settlement and come before its writes; any other error is an I/O failure.
         self.engine
-            .write_checked_first(move |connection| {
+            .write_counting_checked_first(move |connection, counts| {
                 let mut outcomes = Vec::with_capacity(settlements.len());
-                let mut counts = CountChanges::default();
                 for settlement in settlements {
                     // A lost lease or a missing job refuses this settlement alone (it wrote nothing yet); any
                     // other error fails the write, and the writer rolls back what it wrote.
@@ -561,10 +569,9 @@ impl JobStore for SqliteStore {
                     if let Some(artifact) = settlement.artifact() {
                         store_artifact(connection, job.id, artifact)?;
                     }
-                    save(connection, &job, JobState::Running, &mut counts)?;
+                    save(connection, &job, JobState::Running, counts)?;
                     outcomes.push(Ok(job));
                 }
-                counts.apply(connection)?;
                 Ok(outcomes)
             })
             .await
