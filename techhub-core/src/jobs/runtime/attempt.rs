@@ -69,17 +69,13 @@ impl Drop for AbortOnDrop {
 }
 
 impl Attempts {
-    /// Runs one claimed job's attempt to its end and hands its settlement to the settler.
-    ///
-    /// `running` is the job's worker slot, given back as soon as the handler ended so that the queue's
-    /// producer may start the next job while this one waits for its batch; `held` bounds the jobs claimed but
-    /// not yet recorded and travels with the settlement until its batch is written.
-    pub(super) async fn run(&self, job: Job, running: OwnedSemaphorePermit, held: OwnedSemaphorePermit) {
+    /// Runs one claimed job's attempt to its end and hands its settlement to the settler, without waiting for
+    /// the write: the worker may start its next job while this one waits for its batch. `held` bounds the
+    /// jobs claimed but not yet recorded and travels with the settlement until its batch is written.
+    pub(super) async fn run(&self, job: Job, held: OwnedSemaphorePermit) {
         let Some(lease) = job.lease() else { return };
         let started = Instant::now();
-        let settlement = self.attempt(&job, &lease, started).await;
-        drop(running);
-        if let Some(settlement) = settlement {
+        if let Some(settlement) = self.attempt(&job, &lease, started).await {
             self.settler.send(Finished { settlement, job, started, held });
         }
     }
