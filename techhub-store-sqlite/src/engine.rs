@@ -27,6 +27,9 @@ struct Work {
     /// A savepoint lets a write fail after changing something and leave no trace. A write without one must
     /// refuse before its first change; if it fails later anyway, the writer rolls back its batch so far.
     savepoint: bool,
+    /// A read through the writer (an in-memory database has no readers): the job count changes of the
+    /// writes before it in its batch are written first, so it sees counts that agree with the rows.
+    reads: bool,
 }
 
 /// The largest number of writes committed in one transaction.
@@ -203,6 +206,15 @@ impl Engine {
         op: impl FnOnce(&Connection, &mut CountChanges) -> StoreResult<T> + Send + 'static,
         savepoint: bool,
     ) -> StoreResult<T> {
+        self.submit_work(op, savepoint, false).await
+    }
+
+    async fn submit_work<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, &mut CountChanges) -> StoreResult<T> + Send + 'static,
+        savepoint: bool,
+        reads: bool,
+    ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
         let run: Run = Box::new(move |connection, counts| {
             let result = op(connection, counts);
@@ -217,7 +229,7 @@ impl Engine {
             });
             (ok, finish)
         });
-        let work = Work { run, savepoint };
+        let work = Work { run, savepoint, reads };
         let sender = self.writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
         sender.send(work).map_err(|_| closed())?;
         // No answer at all: the writer could not start a transaction (another process held the lock past the
@@ -230,7 +242,9 @@ impl Engine {
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let Some(pool) = &self.readers else { return self.write(op).await };
+        let Some(pool) = &self.readers else {
+            return self.submit_work(move |connection, _| op(connection), true, true).await;
+        };
         let _permit = pool.permits.acquire().await.map_err(|_| closed())?;
         let connections = pool.connections.clone();
         tokio::task::spawn_blocking(move || {
@@ -307,6 +321,15 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
             let mut counts = CountChanges::default();
             let mut spoiled = None;
             for work in waiting.by_ref() {
+                if work.reads
+                    && let Err(error) = counts.apply(connection)
+                {
+                    // Like a write failing half-way: the batch so far is rolled back, and the read is dropped
+                    // (its caller is told the store is unavailable).
+                    tracing::error!(error = %error, "writing a batch's job counts failed");
+                    spoiled = Some(noop_finish());
+                    break;
+                }
                 match run_work(connection, work) {
                     Ran::Whole(finish, changes) => {
                         counts.merge(changes);
@@ -362,7 +385,7 @@ enum Ran {
 
 /// Runs one write in the batch's transaction, in a savepoint if it asks for one.
 fn run_work(connection: &Connection, work: Work) -> Ran {
-    let Work { run, savepoint } = work;
+    let Work { run, savepoint, .. } = work;
     if savepoint && run_statement(connection, "SAVEPOINT write").is_err() {
         // Dropping the write drops its reply: its caller is told nothing was written.
         return Ran::Whole(noop_finish(), CountChanges::default());
@@ -465,7 +488,8 @@ mod tests {
             .expect("reads")
     }
 
-    /// The count changes of a batch's writes are written with the batch, those of its failed writes are not.
+    /// The count changes of a batch's writes are written with the batch, those of its failed writes are not;
+    /// a read through the writer sees those of the writes before it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_the_count_changes_of_writes_that_succeeded_are_written() {
         let engine = std::sync::Arc::new(Engine::in_memory().expect("opens"));
@@ -490,12 +514,19 @@ mod tests {
         for write in &mut batch {
             assert!(write.as_mut().now_or_never().is_none(), "the writer is held");
         }
+        // An in-memory database reads through the writer: this read is in the same batch, after those writes.
+        let mut read = queued(&engine).boxed();
+        assert!(read.as_mut().now_or_never().is_none(), "the writer is held");
+        let mut last = counting(2, false).boxed();
+        assert!(last.as_mut().now_or_never().is_none(), "the writer is held");
+        batch.push(last);
         drop(release);
         held.await.expect("the holding write ends");
         let outcomes: Vec<_> = futures_util::future::join_all(batch).await;
-        assert!(outcomes[0].is_ok() && outcomes[3].is_ok(), "{outcomes:?}");
+        assert_eq!(read.await, 3);
+        assert!(outcomes[0].is_ok() && outcomes[3].is_ok() && outcomes[4].is_ok(), "{outcomes:?}");
         assert!(outcomes[1].is_err() && outcomes[2].is_err(), "{outcomes:?}");
-        assert_eq!(queued(&engine).await, 3);
+        assert_eq!(queued(&engine).await, 5);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
