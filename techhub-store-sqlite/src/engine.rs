@@ -12,12 +12,14 @@ use techhub_core::storage::{StoreError, StoreResult};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::CachedStatements;
+use crate::job_counts::CountChanges;
 use crate::schema;
 
 /// A write's outcome, delivered once the batch it was part of committed (or failed to).
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-/// What a write runs inside the batch's transaction; it says whether it succeeded.
-type Run = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// What a write runs inside the batch's transaction; it says whether it succeeded. The job count changes it
+/// leaves are written with the rest of its batch's, once, just before the commit.
+type Run = Box<dyn FnOnce(&Connection, &mut CountChanges) -> (bool, Finish) + Send>;
 
 /// A write, and whether it runs in a savepoint of its own.
 struct Work {
@@ -25,6 +27,9 @@ struct Work {
     /// A savepoint lets a write fail after changing something and leave no trace. A write without one must
     /// refuse before its first change; if it fails later anyway, the writer rolls back its batch so far.
     savepoint: bool,
+    /// A read through the writer (an in-memory database has no readers): the job count changes of the
+    /// writes before it in its batch are written first, so it sees counts that agree with the rows.
+    reads: bool,
 }
 
 /// The largest number of writes committed in one transaction.
@@ -162,7 +167,26 @@ impl Engine {
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.submit(move |connection, _| op(connection), true).await
+    }
+
+    /// [`write`](Self::write) for a write that changes job counts: it leaves the changes in the
+    /// [`CountChanges`] it is given, and the writer writes those of the whole batch once, before the commit
+    /// (only those of the writes that succeeded).
+    pub(crate) async fn write_counting<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, &mut CountChanges) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
         self.submit(op, true).await
+    }
+
+    /// [`write_checked_first`](Self::write_checked_first) for a write that changes job counts, as
+    /// [`write_counting`](Self::write_counting).
+    pub(crate) async fn write_counting_checked_first<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, &mut CountChanges) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.submit(op, false).await
     }
 
     /// [`write`](Self::write) without a savepoint of its own, for a write whose every refusal comes before
@@ -174,17 +198,26 @@ impl Engine {
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        self.submit(op, false).await
+        self.submit(move |connection, _| op(connection), false).await
     }
 
     async fn submit<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        op: impl FnOnce(&Connection, &mut CountChanges) -> StoreResult<T> + Send + 'static,
         savepoint: bool,
     ) -> StoreResult<T> {
+        self.submit_work(op, savepoint, false).await
+    }
+
+    async fn submit_work<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection, &mut CountChanges) -> StoreResult<T> + Send + 'static,
+        savepoint: bool,
+        reads: bool,
+    ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
-        let run: Run = Box::new(move |connection| {
-            let result = op(connection);
+        let run: Run = Box::new(move |connection, counts| {
+            let result = op(connection, counts);
             let ok = result.is_ok();
             let finish: Finish = Box::new(move |commit_error| {
                 // A write that failed wrote nothing either way, so it keeps its own error.
@@ -196,7 +229,7 @@ impl Engine {
             });
             (ok, finish)
         });
-        let work = Work { run, savepoint };
+        let work = Work { run, savepoint, reads };
         let sender = self.writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
         sender.send(work).map_err(|_| closed())?;
         // No answer at all: the writer could not start a transaction (another process held the lock past the
@@ -209,7 +242,9 @@ impl Engine {
         &self,
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let Some(pool) = &self.readers else { return self.write(op).await };
+        let Some(pool) = &self.readers else {
+            return self.submit_work(move |connection, _| op(connection), true, true).await;
+        };
         let _permit = pool.permits.acquire().await.map_err(|_| closed())?;
         let connections = pool.connections.clone();
         tokio::task::spawn_blocking(move || {
@@ -276,17 +311,30 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
         let mut waiting = batch.into_iter();
         // Usually one pass; another only after a write without a savepoint failed half-way.
         loop {
-            if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+            if let Err(error) = run_statement(connection, "BEGIN IMMEDIATE") {
                 // Another process held the lock past the busy timeout: dropping the writes drops their replies,
                 // so each caller is told the store is unavailable and nothing was written.
                 tracing::warn!(error = %error, writes = waiting.len(), "could not begin a write transaction");
                 break;
             }
             let mut finishes = Vec::new();
+            let mut counts = CountChanges::default();
             let mut spoiled = None;
             for work in waiting.by_ref() {
+                if work.reads
+                    && let Err(error) = counts.apply(connection)
+                {
+                    // Like a write failing half-way: the batch so far is rolled back, and the read is dropped
+                    // (its caller is told the store is unavailable).
+                    tracing::error!(error = %error, "writing a batch's job counts failed");
+                    spoiled = Some(noop_finish());
+                    break;
+                }
                 match run_work(connection, work) {
-                    Ran::Whole(finish) => finishes.push(finish),
+                    Ran::Whole(finish, changes) => {
+                        counts.merge(changes);
+                        finishes.push(finish);
+                    }
                     Ran::HalfWay(finish) => {
                         spoiled = Some(finish);
                         break;
@@ -295,17 +343,22 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
             }
             if let Some(spoiled) = spoiled {
                 tracing::error!(writes = finishes.len(), "a write failed half-way; its batch so far is rolled back");
-                let _ = connection.execute_batch("ROLLBACK");
+                let _ = run_statement(connection, "ROLLBACK");
                 spoiled(None);
                 for finish in finishes {
                     finish(Some("rolled back with a write of the same batch that failed half-way"));
                 }
                 continue;
             }
-            let commit_error = connection.execute_batch("COMMIT").err().map(|error| {
-                let _ = connection.execute_batch("ROLLBACK");
-                error.to_string()
-            });
+            // The batch's count changes go in with it; if they cannot, nothing of the batch is committed.
+            let commit_error = counts
+                .apply(connection)
+                .map_err(|error| error.to_string())
+                .and_then(|()| run_statement(connection, "COMMIT").map_err(|error| error.to_string()))
+                .err()
+                .inspect(|_| {
+                    let _ = run_statement(connection, "ROLLBACK");
+                });
             for finish in finishes {
                 finish(commit_error.as_deref());
             }
@@ -324,25 +377,29 @@ fn write_loop(connection: &Connection, receiver: &Receiver<Work>, checkpoints: O
 
 /// How a write went, inside the batch's transaction.
 enum Ran {
-    /// It succeeded, or it failed and left nothing behind: the batch goes on.
-    Whole(Finish),
+    /// It succeeded (with the count changes it left), or it failed and left nothing behind: the batch goes on.
+    Whole(Finish, CountChanges),
     /// It failed after changing something, with no savepoint to undo it: the batch so far must be rolled back.
     HalfWay(Finish),
 }
 
 /// Runs one write in the batch's transaction, in a savepoint if it asks for one.
 fn run_work(connection: &Connection, work: Work) -> Ran {
-    let Work { run, savepoint } = work;
+    let Work { run, savepoint, .. } = work;
     if savepoint && run_statement(connection, "SAVEPOINT write").is_err() {
         // Dropping the write drops its reply: its caller is told nothing was written.
-        return Ran::Whole(noop_finish());
+        return Ran::Whole(noop_finish(), CountChanges::default());
     }
     let changes_before = connection.total_changes();
+    let mut counts = CountChanges::default();
     // A panicking write drops its reply (its caller sees the store as unavailable) and is rolled back.
-    let (ok, finish) = catch_unwind(AssertUnwindSafe(|| run(connection))).unwrap_or_else(|_| (false, noop_finish()));
+    let (ok, finish) =
+        catch_unwind(AssertUnwindSafe(|| run(connection, &mut counts))).unwrap_or_else(|_| (false, noop_finish()));
+    // A failed write's rows are not written (or the batch is rolled back): neither are its count changes.
+    let counts = if ok { counts } else { CountChanges::default() };
     if !savepoint {
         let changed = connection.total_changes() != changes_before;
-        return if ok || !changed { Ran::Whole(finish) } else { Ran::HalfWay(finish) };
+        return if ok || !changed { Ran::Whole(finish, counts) } else { Ran::HalfWay(finish) };
     }
     let closed = if ok {
         run_statement(connection, "RELEASE write")
@@ -352,10 +409,11 @@ fn run_work(connection: &Connection, work: Work) -> Ran {
     if let Err(error) = closed {
         tracing::error!(error = %error, "closing a savepoint failed");
     }
-    Ran::Whole(finish)
+    Ran::Whole(finish, counts)
 }
 
-/// Runs one cached statement (the savepoint statements run for every write; parsing them each time shows).
+/// Runs one cached statement (the transaction and savepoint statements run for every batch or write; parsing
+/// them each time shows).
 fn run_statement(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
     connection.prepare_cached(sql)?.execute([]).map(drop)
 }
@@ -369,6 +427,7 @@ mod tests {
     use std::sync::mpsc as std_mpsc;
 
     use futures_util::FutureExt;
+    use techhub_core::model::JobState;
     use techhub_core::storage::StoreError;
 
     use super::Engine;
@@ -411,6 +470,63 @@ mod tests {
         });
         running.await.expect("the writer took the holding write");
         (held, release)
+    }
+
+    /// The `default` queue's count of queued jobs.
+    async fn queued(engine: &Engine) -> i64 {
+        engine
+            .read(|connection| {
+                connection
+                    .query_row(
+                        "SELECT COALESCE(SUM(count), 0) FROM job_counts WHERE queue = 'default' AND state = 'queued'",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .map_err(super::sql_error)
+            })
+            .await
+            .expect("reads")
+    }
+
+    /// The count changes of a batch's writes are written with the batch, those of its failed writes are not;
+    /// a read through the writer sees those of the writes before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_count_changes_of_writes_that_succeeded_are_written() {
+        let engine = std::sync::Arc::new(Engine::in_memory().expect("opens"));
+        let counting = |by: i64, fails: bool| {
+            engine.write_counting_checked_first(move |_, counts| {
+                counts.add("default", JobState::Queued, by);
+                if fails { Err::<(), _>(refused()) } else { Ok(()) }
+            })
+        };
+        let (held, release) = hold_writer(&engine).await;
+        let mut batch = vec![
+            counting(1, false).boxed(),
+            counting(10, true).boxed(),
+            engine
+                .write_counting(|_, counts| {
+                    counts.add("default", JobState::Queued, 100);
+                    Err::<(), _>(refused())
+                })
+                .boxed(),
+            counting(2, false).boxed(),
+        ];
+        for write in &mut batch {
+            assert!(write.as_mut().now_or_never().is_none(), "the writer is held");
+        }
+        // An in-memory database reads through the writer: this read is in the same batch, after those writes.
+        let mut read = queued(&engine).boxed();
+        assert!(read.as_mut().now_or_never().is_none(), "the writer is held");
+        let mut last = counting(2, false).boxed();
+        assert!(last.as_mut().now_or_never().is_none(), "the writer is held");
+        batch.push(last);
+        drop(release);
+        held.await.expect("the holding write ends");
+        let outcomes: Vec<_> = futures_util::future::join_all(batch).await;
+        assert_eq!(read.await, 3);
+        assert!(outcomes[0].is_ok() && outcomes[3].is_ok() && outcomes[4].is_ok(), "{outcomes:?}");
+        assert!(outcomes[1].is_err() && outcomes[2].is_err(), "{outcomes:?}");
+        assert_eq!(queued(&engine).await, 5);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

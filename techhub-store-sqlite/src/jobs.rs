@@ -17,6 +17,7 @@ use techhub_core::model::{
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
 use crate::CachedStatements;
+use crate::job_counts::CountChanges;
 use crate::rows::{JOB_COLUMNS, job_columns, micros, to_json};
 use crate::{Sql, SqliteStore, rows};
 
@@ -42,13 +43,17 @@ pub(crate) fn live_with_key(connection: &Connection, key: &str) -> StoreResult<O
         .sql()
 }
 
-/// Whether a job with this id is stored (an index probe; the row is not read).
-fn job_exists(connection: &Connection, id: JobId) -> StoreResult<bool> {
-    connection.cached_row("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1)", [id.as_bytes()], |row| row.get(0)).sql()
+/// Stores jobs as [`JobStore::enqueue_many`] says and counts them; the caller's transaction makes the
+/// batch atomic.
+pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+    let mut counts = CountChanges::default();
+    let stored = insert_counted(connection, jobs, &mut counts)?;
+    counts.apply(connection)?;
+    Ok(stored)
 }
 
-/// Stores jobs as [`JobStore::enqueue_many`] says; the caller's transaction makes the batch atomic.
-pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+/// [`insert_jobs`], leaving the count changes in `counts` (the writer writes a batch's changes once).
+fn insert_counted(connection: &Connection, jobs: Vec<Job>, counts: &mut CountChanges) -> StoreResult<Vec<Job>> {
     let mut stored = Vec::with_capacity(jobs.len());
     for job in jobs {
         if let Some(key) = &job.unique_key
@@ -57,16 +62,14 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
             stored.push(existing);
             continue;
         }
-        if job_exists(connection, job.id)? {
-            return Err(Conflict::Duplicate.into());
-        }
         let (content_type, file_name, size) = artifact_columns(&job);
-        connection
+        // A stored id is a duplicate: the insert then changes nothing (one index probe, not a lookup first).
+        let inserted = connection
             .prepare_cached(concat!(
                 "INSERT INTO jobs (",
                 job_columns!(),
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-                 ?21, ?22, ?23, ?24)"
+                 ?21, ?22, ?23, ?24) ON CONFLICT (id) DO NOTHING"
             ))
             .sql()?
             .execute(params![
@@ -96,6 +99,10 @@ pub(crate) fn insert_jobs(connection: &Connection, jobs: Vec<Job>) -> StoreResul
                 job.cancel_requested,
             ])
             .sql()?;
+        if inserted == 0 {
+            return Err(Conflict::Duplicate.into());
+        }
+        counts.add(&job.queue, job.state, 1);
         stored.push(job);
     }
     Ok(stored)
@@ -111,8 +118,9 @@ fn artifact_columns(job: &Job) -> (Option<&str>, Option<&str>, Option<i64>) {
     )
 }
 
-/// Writes back every column a transition can change.
-fn save(connection: &Connection, job: &Job) -> StoreResult<()> {
+/// Writes back every column a transition can change, and notes the move from state `from` in `counts`.
+fn save(connection: &Connection, job: &Job, from: JobState, counts: &mut CountChanges) -> StoreResult<()> {
+    counts.moved(&job.queue, from, job.state);
     let (content_type, file_name, size) = artifact_columns(job);
     connection
         .prepare_cached(
@@ -166,13 +174,16 @@ impl ClaimHead {
     }
 }
 
-/// The next due job of `queue`, found in time independent of how many jobs wait.
+/// The head of each priority of `queue`'s waiting jobs, highest priority first, until `stop` says so.
 ///
 /// The claim index orders a queue's jobs by priority, then `run_at`. Within one priority the first entry is
-/// the oldest, so it is due or nothing of that priority is; a plain `ORDER BY ... LIMIT 1` with `run_at <= now`
-/// would instead walk every delayed job. So this visits priorities from the highest, one index probe each
-/// (a skip scan): the cost grows with the number of distinct priorities waiting, not with the jobs.
-fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Option<ClaimHead>> {
+/// the oldest, so this visits priorities from the highest, one index probe each (a skip scan): the cost grows
+/// with the number of distinct priorities waiting, not with the jobs.
+fn priority_heads(
+    connection: &Connection,
+    queue: &str,
+    mut stop: impl FnMut(&ClaimHead) -> bool,
+) -> StoreResult<Option<ClaimHead>> {
     let mut next_priority = connection
         .prepare_cached(
             "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND state = 'queued' AND priority < ?2 \
@@ -192,12 +203,30 @@ fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Optio
         let (run_at, id) = oldest
             .query_row(params![queue, priority], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
             .sql()?;
-        if run_at <= now {
-            return Ok(Some(ClaimHead { priority, run_at, id }));
+        let head = ClaimHead { priority, run_at, id };
+        if stop(&head) {
+            return Ok(Some(head));
         }
         below = priority;
     }
     Ok(None)
+}
+
+/// The next due job of `queue`, found in time independent of how many jobs wait: within one priority the
+/// oldest job is due or none is (a plain `ORDER BY ... LIMIT 1` with `run_at <= now` would instead walk every
+/// delayed job).
+fn due_head(connection: &Connection, queue: &str, now: i64) -> StoreResult<Option<ClaimHead>> {
+    priority_heads(connection, queue, |head| head.run_at <= now)
+}
+
+/// The oldest `run_at` among `queue`'s waiting jobs, due or not, from the claim index (no scan).
+fn oldest_queued_run_at(connection: &Connection, queue: &str) -> StoreResult<Option<i64>> {
+    let mut oldest: Option<i64> = None;
+    priority_heads(connection, queue, |head| {
+        oldest = Some(oldest.map_or(head.run_at, |oldest| oldest.min(head.run_at)));
+        false
+    })?;
+    Ok(oldest)
 }
 
 /// A claim's parameters, as the writer needs them.
@@ -259,9 +288,12 @@ impl ClaimRequest {
         while claimed.len() < max {
             let Some(head) = due_head(connection, queue, self.now)? else { break };
             let wanted = i64::try_from(max - claimed.len()).unwrap_or(i64::MAX);
+            // `OR FAIL`: a statement changing several rows that could abort half-way makes SQLite keep a
+            // statement journal of every page it touches, to undo its own part. A claim breaks no constraint,
+            // and if it failed anyway the writer undoes the whole write (its savepoint, or the batch).
             let mut jobs = connection
                 .prepare_cached(concat!(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?3, lease_holder = ?4, \
+                    "UPDATE OR FAIL jobs SET state = 'running', attempt = attempt + 1, started_at = ?3, lease_holder = ?4, \
                      lease_until = ?5 WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim WHERE queue = ?1 AND \
                      state = 'queued' AND priority = ?2 AND run_at <= ?3 ORDER BY run_at, id LIMIT ?6) RETURNING ",
                     job_columns!()
@@ -279,6 +311,13 @@ impl ClaimRequest {
             claimed.append(&mut jobs);
         }
         Ok(claimed)
+    }
+}
+
+/// Moves the claimed `jobs` from `queued` to `running` in `counts`.
+fn count_claimed(jobs: &[Job], counts: &mut CountChanges) {
+    for job in jobs {
+        counts.moved(&job.queue, JobState::Queued, JobState::Running);
     }
 }
 
@@ -303,10 +342,10 @@ impl SqliteStore {
         let lease = lease.clone();
         // Refused (lease lost, no such job) before anything is written.
         self.engine
-            .write_checked_first(move |connection| {
+            .write_counting_checked_first(move |connection, counts| {
                 let mut job = leased(connection, &lease)?;
                 change(connection, &mut job)?;
-                save(connection, &job)?;
+                save(connection, &job, JobState::Running, counts)?;
                 Ok(job)
             })
             .await
@@ -331,15 +370,22 @@ fn record_cron_tick(connection: &Connection, schedule: &str, tick: DateTime<Utc>
 impl JobStore for SqliteStore {
     async fn enqueue(&self, job: Job) -> StoreResult<Job> {
         // One job: its checks come before its one insert.
-        self.engine.write_checked_first(move |connection| Ok(insert_jobs(connection, vec![job])?.remove(0))).await
+        self.engine
+            .write_counting_checked_first(move |connection, counts| {
+                Ok(insert_counted(connection, vec![job], counts)?.remove(0))
+            })
+            .await
     }
 
     async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
         if jobs.len() <= 1 {
-            return self.engine.write_checked_first(move |connection| insert_jobs(connection, jobs)).await;
+            return self
+                .engine
+                .write_counting_checked_first(move |connection, counts| insert_counted(connection, jobs, counts))
+                .await;
         }
         // A later job may be refused after earlier ones were inserted: the savepoint undoes them.
-        self.engine.write(move |connection| insert_jobs(connection, jobs)).await
+        self.engine.write_counting(move |connection, counts| insert_counted(connection, jobs, counts)).await
     }
 
     async fn enqueue_cron_tick(&self, schedule: &str, tick: DateTime<Utc>, job: Job) -> StoreResult<Option<Job>> {
@@ -416,7 +462,13 @@ impl JobStore for SqliteStore {
         }
         let claim = ClaimRequest::new(queues, worker, now, lease);
         // A claim refuses nothing; it only fails on an I/O error.
-        self.engine.write_checked_first(move |connection| claim.next(connection)).await
+        self.engine
+            .write_counting_checked_first(move |connection, counts| {
+                let job = claim.next(connection)?;
+                count_claimed(job.as_slice(), counts);
+                Ok(job)
+            })
+            .await
     }
 
     async fn claim_many(
@@ -432,7 +484,13 @@ impl JobStore for SqliteStore {
         }
         let claim = ClaimRequest::new(queues, worker, now, lease);
         // Inside the writer's transaction, so the batch commits (and is durable) once; it refuses nothing.
-        self.engine.write_checked_first(move |connection| claim.next_many(connection, max)).await
+        self.engine
+            .write_counting_checked_first(move |connection, counts| {
+                let jobs = claim.next_many(connection, max)?;
+                count_claimed(&jobs, counts);
+                Ok(jobs)
+            })
+            .await
     }
 
     async fn heartbeat(&self, lease: &Lease, now: DateTime<Utc>, extend: Duration) -> StoreResult<Job> {
@@ -494,7 +552,7 @@ impl JobStore for SqliteStore {
         }
         // Refusals are per settlement and come before its writes; any other error is an I/O failure.
         self.engine
-            .write_checked_first(move |connection| {
+            .write_counting_checked_first(move |connection, counts| {
                 let mut outcomes = Vec::with_capacity(settlements.len());
                 for settlement in settlements {
                     // A lost lease or a missing job refuses this settlement alone (it wrote nothing yet); any
@@ -511,7 +569,7 @@ impl JobStore for SqliteStore {
                     if let Some(artifact) = settlement.artifact() {
                         store_artifact(connection, job.id, artifact)?;
                     }
-                    save(connection, &job)?;
+                    save(connection, &job, JobState::Running, counts)?;
                     outcomes.push(Ok(job));
                 }
                 Ok(outcomes)
@@ -545,6 +603,7 @@ impl JobStore for SqliteStore {
         self.engine
             .write_checked_first(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
+                let from = job.state;
                 match job.state {
                     JobState::Queued => job.finish(JobState::Cancelled, now),
                     JobState::Running => job.cancel_requested = true,
@@ -552,7 +611,9 @@ impl JobStore for SqliteStore {
                         return Err(Conflict::InvalidState.into());
                     }
                 }
-                save(connection, &job)?;
+                let mut counts = CountChanges::default();
+                save(connection, &job, from, &mut counts)?;
+                counts.apply(connection)?;
                 Ok(job)
             })
             .await
@@ -571,8 +632,11 @@ impl JobStore for SqliteStore {
             .write_checked_first(move |connection| {
                 let mut job = load_job(connection, id)?.ok_or(StoreError::NotFound)?;
                 decisions::check_retry(&job, |key| Ok::<_, StoreError>(live_with_key(connection, key)?.is_some()))??;
+                let from = job.state;
                 job.restart(now);
-                save(connection, &job)?;
+                let mut counts = CountChanges::default();
+                save(connection, &job, from, &mut counts)?;
+                counts.apply(connection)?;
                 Ok(job)
             })
             .await
@@ -593,11 +657,13 @@ impl JobStore for SqliteStore {
                     .collect::<rusqlite::Result<Vec<Job>>>()
                     .sql()?;
                 let mut rescued = Vec::with_capacity(expired.len());
+                let mut counts = CountChanges::default();
                 for mut job in expired {
                     job.rescue(now);
-                    save(connection, &job)?;
+                    save(connection, &job, JobState::Running, &mut counts)?;
                     rescued.push(job);
                 }
+                counts.apply(connection)?;
                 Ok(rescued)
             })
             .await
@@ -620,11 +686,8 @@ impl JobStore for SqliteStore {
                         counts.entry(queue.clone()).or_insert_with(|| QueueCounts { queue, ..QueueCounts::default() });
                     *entry.get_mut(state) = u64::try_from(count).unwrap_or_default();
                 }
-                let mut oldest = connection
-                    .prepare_cached("SELECT MIN(run_at) FROM jobs WHERE queue = ?1 AND state = 'queued'")
-                    .sql()?;
                 for entry in counts.values_mut().filter(|entry| entry.queued > 0) {
-                    let run_at: Option<i64> = oldest.query_row([&entry.queue], |row| row.get(0)).sql()?;
+                    let run_at = oldest_queued_run_at(connection, &entry.queue)?;
                     entry.oldest_queued_run_at = run_at.and_then(DateTime::from_timestamp_micros);
                 }
                 Ok(counts.into_values().collect())
@@ -674,15 +737,22 @@ impl JobStore for SqliteStore {
                 let deleted = self
                     .engine
                     .write(move |connection| {
-                        let deleted = connection
+                        let queues = connection
                             .prepare_cached(
                                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?1 AND finished_at < ?2 \
-                                 LIMIT ?3)",
+                                 LIMIT ?3) RETURNING queue",
                             )
                             .sql()?
-                            .execute(params![state.as_str(), finished_before, PRUNE_SLICE])
+                            .query_map(params![state.as_str(), finished_before, PRUNE_SLICE], |row| row.get::<_, String>(0))
+                            .sql()?
+                            .collect::<rusqlite::Result<Vec<String>>>()
                             .sql()?;
-                        Ok(deleted as u64)
+                        let mut counts = CountChanges::default();
+                        for queue in &queues {
+                            counts.add(queue, state, -1);
+                        }
+                        counts.apply(connection)?;
+                        Ok(queues.len() as u64)
                     })
                     .await?;
                 pruned += deleted;

@@ -10,7 +10,7 @@
 //!   the writer). No SQLite call runs on an async worker thread.
 //! - **Claims** are one `UPDATE ... RETURNING` over an index in claim order; several processes sharing the
 //!   file never claim the same job (SQLite serialises writers). Counts by queue and state come from a table
-//!   kept by triggers, never a scan.
+//!   that each write keeps in its own transaction, never a scan.
 //! - **Schema** changes are numbered migrations applied at open (`PRAGMA user_version`), each in one
 //!   transaction; a database newer than the code is refused.
 //! - Every value is bound as a parameter; substring searches escape `LIKE` wildcards.
@@ -30,6 +30,7 @@ mod audit;
 mod builds;
 mod endpoints;
 mod engine;
+mod job_counts;
 mod jobs;
 mod notifications;
 mod rows;

@@ -174,6 +174,17 @@ CREATE TABLE IF NOT EXISTS cron_ticks (
     last_tick INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Jobs, cheaper per job: the store's writes keep job_counts themselves, in their own transaction, one change
+-- per queue and state a write touches (the triggers fired per row and made every statement that fired them
+-- keep a statement journal). The counts the triggers kept are exact and stay as they are. The oldest
+-- waiting job of a queue is found from jobs_claim, one probe per priority, so jobs_queued_by_time (written
+-- at every enqueue and claim) goes.
+DROP TRIGGER IF EXISTS jobs_counted_on_insert;
+DROP TRIGGER IF EXISTS jobs_counted_on_update;
+DROP TRIGGER IF EXISTS jobs_counted_on_delete;
+DROP INDEX IF EXISTS jobs_queued_by_time;
+"#,
 ];
 
 /// The schema version this code writes.
@@ -223,4 +234,90 @@ fn migrate_one_step(connection: &Connection) -> StoreResult<Option<i64>> {
 fn rollback(connection: &Connection, error: rusqlite::Error) -> StoreError {
     let _ = connection.execute_batch("ROLLBACK");
     sql_error(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use rusqlite::{Connection, params};
+    use serde_json::json;
+    use techhub_core::model::{Job, JobState, NewJob, QueueCounts, Settlement, WorkerId};
+    use techhub_core::storage::JobStore;
+
+    use super::MIGRATIONS;
+    use crate::SqliteStore;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid time")
+    }
+
+    /// Inserts a job the way version 6 did: a row, which its triggers counted.
+    fn insert_v6(connection: &Connection, id: u128, queue: &str, state: &str, run_at: i64) {
+        connection
+            .execute(
+                "INSERT INTO jobs (id, queue, kind, payload, state, priority, attempt, max_attempts, run_at, created_at, \
+                 progress_percent, cancel_requested) VALUES (?1, ?2, 'old', '{}', ?3, 0, 0, 3, ?4, ?4, 0, 0)",
+                params![uuid::Uuid::from_u128(id).as_bytes(), queue, state, run_at],
+            )
+            .expect("a version 6 job is inserted");
+    }
+
+    fn counts_of(counts: &[QueueCounts], queue: &str) -> (u64, u64, u64, Option<DateTime<Utc>>) {
+        let counts = counts.iter().find(|counts| counts.queue == queue).expect("the queue is counted");
+        (counts.queued, counts.running, counts.succeeded, counts.oldest_queued_run_at)
+    }
+
+    /// A version 6 database kept its job counts by triggers; after the migration the store keeps them, starting
+    /// from the counts the triggers left, and the triggers and the index the claim index replaces are gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_kept_by_triggers_carry_over_to_the_store() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("v6.db");
+        {
+            let connection = Connection::open(&path).expect("opens");
+            for migration in &MIGRATIONS[..6] {
+                connection.execute_batch(migration).expect("an old migration runs");
+            }
+            connection.pragma_update(None, "user_version", 6).expect("version 6");
+            insert_v6(&connection, 1, "mail", "queued", at(5).timestamp_micros());
+            insert_v6(&connection, 2, "mail", "queued", at(3).timestamp_micros());
+            insert_v6(&connection, 3, "mail", "succeeded", at(1).timestamp_micros());
+            insert_v6(&connection, 4, "video", "queued", at(2).timestamp_micros());
+        }
+
+        let store = SqliteStore::open(&path).expect("the version 6 database opens and migrates");
+        let counts = store.queue_counts().await.expect("counts");
+        assert_eq!(counts_of(&counts, "mail"), (2, 0, 1, Some(at(3))));
+        assert_eq!(counts_of(&counts, "video"), (1, 0, 0, Some(at(2))));
+
+        // From now on the store's writes keep them: an enqueue, a claim, a batched settle.
+        let job = Job::new(NewJob::new("new", json!({})).queue("mail").run_at(at(4)), at(4)).expect("a valid job");
+        store.enqueue(job).await.expect("enqueues");
+        let worker = WorkerId::new("w");
+        let claimed = store
+            .claim_many(&["mail".to_owned()], &worker, at(10), std::time::Duration::from_secs(60), 2)
+            .await
+            .expect("claims");
+        assert_eq!(claimed.len(), 2);
+        let counts = store.queue_counts().await.expect("counts");
+        assert_eq!(counts_of(&counts, "mail"), (1, 2, 1, Some(at(5))));
+        let lease = claimed[0].lease().expect("a claimed job has a lease");
+        let settled = store
+            .settle_many(vec![Settlement::Complete { lease, result: json!(null), artifact: None }], at(11))
+            .await
+            .expect("settles");
+        assert_eq!(settled[0].as_ref().map(|job| job.state).ok(), Some(JobState::Succeeded));
+        let counts = store.queue_counts().await.expect("counts");
+        assert_eq!(counts_of(&counts, "mail"), (1, 1, 2, Some(at(5))));
+
+        let connection = Connection::open(&path).expect("opens beside the store");
+        let leftovers: i64 = connection
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' OR name = 'jobs_queued_by_time'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("reads the schema");
+        assert_eq!(leftovers, 0);
+    }
 }
