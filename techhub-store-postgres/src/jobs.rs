@@ -436,7 +436,13 @@ impl JobStore for PostgresStore {
         Ok(job)
     }
 
-    async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+    /// One job (what `JobService::enqueue` asks for) is an `enqueue`, committed with the others waiting.
+    async fn enqueue_many(&self, mut jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+        if jobs.len() == 1
+            && let Some(job) = jobs.pop()
+        {
+            return Ok(vec![self.enqueue(job).await?]);
+        }
         if jobs.iter().all(|job| job.unique_key.is_none()) {
             // Without keys only an id can conflict, and a conflicting id fails the one statement as a whole:
             // the batch is atomic without a transaction around it (one round trip).
