@@ -207,14 +207,27 @@ impl EventBus {
         Self { peers, ..Self::new(capacity) }
     }
 
-    /// A new subscriber, receiving every event published from now on.
+    /// A new subscriber, receiving every event published from now on (the other instances' too).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.sender.subscribe()
+        let receiver = self.sender.subscribe();
+        if let Some(peers) = &self.peers {
+            peers.subscribed();
+        }
+        receiver
+    }
+
+    /// Whether a subscriber to every event ([`EventBus::subscribe`]) is subscribed: only those need the other
+    /// instances' events (subscribers to some kinds act on this instance's own, see [`Event::from_peer`]).
+    pub fn wants_everything(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sender.receiver_count() > state.partial_subscribers
     }
 
     /// A new subscriber that needs only events of `kinds`, from now on. Unlike [`EventBus::subscribe`], it
     /// does not make the bus build the details of other kinds (see [`EventBus::publish_with`]): a background
     /// listener such as the notification rules keeps the hot path (job progress) free when nobody else listens.
+    /// It is for acting on this instance's own events: it does not make the other instances send theirs
+    /// (those that arrive for other subscribers reach it too, marked [`Event::from_peer`]).
     pub fn subscribe_to(&self, kinds: &[EventKind]) -> KindSubscriber {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.partial_subscribers += 1;

@@ -374,6 +374,10 @@ impl PeerInbox for HubInner {
         self.events.deliver_from_peer(event);
     }
 
+    fn wants_events(&self) -> bool {
+        self.events.wants_everything()
+    }
+
     fn reconnected(&self) {
         self.signals.wake_all();
     }

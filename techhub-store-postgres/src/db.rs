@@ -153,3 +153,92 @@ pub(crate) async fn execute<C: GenericClient + Sync>(
     let statement = client.prepare_cached(sql).await.db()?;
     client.execute(&statement, params).await.db()
 }
+
+/// A transaction whose `BEGIN` travels with its first statement and whose `COMMIT` with its last, so that
+/// a read-then-write transaction costs two round trips, not four. (tokio-postgres sends requests in the
+/// order their futures are first polled, and the server answers them in that order.)
+///
+/// If it is dropped before [`Pipelined::commit_with`] or [`Pipelined::rollback`] (an error, or the caller's future
+/// cancelled), its connection is taken out of the pool and closed, which rolls the transaction back: a
+/// pooled connection is never handed out again inside a stale transaction.
+pub(crate) struct Pipelined {
+    client: Option<Client>,
+    begun: bool,
+}
+
+impl Pipelined {
+    /// A transaction on `client`; nothing is sent until the first statement.
+    pub(crate) fn new(client: Client) -> Self {
+        Self { client: Some(client), begun: false }
+    }
+
+    fn client(&self) -> StoreResult<&Client> {
+        // Only `finish` takes the client out, and it consumes `self`.
+        self.client.as_ref().ok_or_else(|| StoreError::backend(std::io::Error::other("transaction already ended")))
+    }
+
+    /// The rows of `sql`, run inside the transaction (its `BEGIN` sent just before, the first time).
+    pub(crate) async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let client = self.client()?;
+        let statement = client.prepare_cached(sql).await.db()?;
+        if self.begun {
+            return client.query(&statement, params).await.db();
+        }
+        // Polled in order the first time: `BEGIN` is sent first.
+        let (begun, rows) = tokio::join!(biased; client.batch_execute("BEGIN"), client.query(&statement, params));
+        begun.db()?;
+        self.begun = true;
+        rows.db()
+    }
+
+    /// Runs `writes` (statements and their parameters, in order) inside the transaction and commits with them,
+    /// all in one round trip; returns how many rows each changed. Any failure rolls the whole transaction back.
+    pub(crate) async fn commit_with(self, writes: &[(&str, &[&(dyn ToSql + Sync)])]) -> StoreResult<Vec<u64>> {
+        let client = self.client()?;
+        // Prepared first (from the cache, or one round trip the first time on this connection): a statement
+        // still being prepared when `COMMIT` is sent would run after it, outside the transaction.
+        let mut statements = Vec::with_capacity(writes.len());
+        for (sql, _) in writes {
+            statements.push(client.prepare_cached(sql).await.db()?);
+        }
+        let executions =
+            statements.iter().zip(writes).map(|(statement, (_, params))| client.execute(statement, params));
+        // Polled in order the first time, so the statements are sent in order, `COMMIT` last.
+        let (written, committed) =
+            tokio::join!(biased; futures_util::future::join_all(executions), client.batch_execute("COMMIT"));
+        // A statement that failed aborted the transaction, and the server then answers `COMMIT` with a
+        // rollback: both results are needed to know whether anything was stored.
+        let outcome = written.into_iter().collect::<Result<Vec<u64>, _>>().db().and_then(|changed| {
+            committed.db()?;
+            Ok(changed)
+        });
+        self.finish(outcome.is_ok()).await;
+        outcome
+    }
+
+    /// Rolls back (nothing of it was written yet, or all of it is given up).
+    pub(crate) async fn rollback(self) {
+        self.finish(false).await;
+    }
+
+    async fn finish(mut self, committed: bool) {
+        if let Some(client) = self.client.take()
+            && !committed
+            && self.begun
+            && client.batch_execute("ROLLBACK").await.is_err()
+        {
+            // The connection is broken: it is not put back.
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for Pipelined {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && self.begun
+        {
+            drop(Object::take(client));
+        }
+    }
+}

@@ -7,8 +7,11 @@
 //!   jobs and mark them running in the same statement.
 //! - **Transitions** read the job, apply the model's rule, and write the row back only if its revision is
 //!   still the one read (else read again): one round trip each way, no transaction held open in between.
+//! - **Settling a batch** locks and reads all its jobs in one statement (the transaction's `BEGIN` sent with
+//!   it), applies each settlement under its own lease, and writes every changed job back in one statement
+//!   over `unnest` arrays, sent with the `COMMIT`: two round trips whatever the batch's size.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,8 +28,17 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::PostgresStore;
-use crate::db::{Db, execute, query, query_one, query_opt};
+use crate::db::{Db, Pipelined, execute, query, query_one, query_opt};
 use crate::rows::{self, JOB_COLUMNS, big, to_json};
+
+/// Folds the job count rows of server sessions that ended into session 0's, so they do not pile up as
+/// connections come and go (in (queue, state) order, as the triggers lock them). A session's own rows are
+/// written only by that session while it lives, and sums move whole: a count is never lost or doubled.
+pub(crate) const FOLD_COUNTS: &str = "WITH gone AS (DELETE FROM job_counts WHERE backend <> 0 \
+     AND backend NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) RETURNING queue, state, count) \
+     INSERT INTO job_counts (queue, state, backend, count) \
+     SELECT queue, state, 0, sum(count) FROM gone GROUP BY queue, state ORDER BY queue, state \
+     ON CONFLICT (queue, state, backend) DO UPDATE SET count = job_counts.count + excluded.count";
 
 /// How many finished jobs one pruning statement deletes.
 const PRUNE_SLICE: i64 = 2_000;
@@ -192,16 +204,108 @@ async fn save<C: GenericClient + Sync>(client: &C, job: &Job, revision: Option<i
 }
 
 /// Stores a completion's artifact beside its job (replacing an older one).
-async fn store_artifact<C: GenericClient + Sync>(client: &C, id: JobId, artifact: &Artifact) -> StoreResult<()> {
-    execute(
-        client,
-        "INSERT INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (job_id) DO UPDATE SET content_type = excluded.content_type, file_name = excluded.file_name, \
-         bytes = excluded.bytes",
-        &[id.as_uuid(), &artifact.content_type, &artifact.file_name, &artifact.bytes],
-    )
-    .await?;
-    Ok(())
+const STORE_ARTIFACT: &str = "INSERT INTO job_artifacts (job_id, content_type, file_name, bytes) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (job_id) DO UPDATE SET content_type = excluded.content_type, file_name = excluded.file_name, \
+     bytes = excluded.bytes";
+
+/// The parameters of [`STORE_ARTIFACT`] for one artifact.
+struct ArtifactRow<'a> {
+    job_id: Uuid,
+    artifact: &'a Artifact,
+}
+
+impl<'a> ArtifactRow<'a> {
+    fn of(job_id: JobId, artifact: &'a Artifact) -> Self {
+        Self { job_id: *job_id.as_uuid(), artifact }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.job_id, &self.artifact.content_type, &self.artifact.file_name, &self.artifact.bytes]
+    }
+}
+
+/// Writes back every column a transition can change, for many jobs in one statement (the caller holds
+/// their row locks).
+const UPDATE_JOBS: &str = "UPDATE jobs SET state = u.state, attempt = u.attempt, run_at = u.run_at, \
+     started_at = u.started_at, finished_at = u.finished_at, progress_percent = u.percent, \
+     progress_message = u.message, last_error = u.last_error, result = u.result, \
+     artifact_content_type = u.content_type, artifact_file_name = u.file_name, artifact_size = u.size, \
+     lease_holder = u.holder, lease_until = u.lease_until, cancel_requested = u.cancel, \
+     revision = jobs.revision + 1 \
+     FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], \
+     $7::smallint[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], \
+     $15::timestamptz[], $16::boolean[]) AS u (id, state, attempt, run_at, started_at, finished_at, percent, \
+     message, last_error, result, content_type, file_name, size, holder, lease_until, cancel) \
+     WHERE jobs.id = u.id";
+
+/// The columns of [`UPDATE_JOBS`] for some jobs, as arrays.
+struct JobUpdate<'a> {
+    ids: Vec<Uuid>,
+    states: Vec<&'static str>,
+    attempts: Vec<i32>,
+    run_at: Vec<DateTime<Utc>>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    percents: Vec<i16>,
+    messages: Vec<Option<&'a str>>,
+    errors: Vec<Option<&'a str>>,
+    results: Vec<Option<String>>,
+    content_types: Vec<Option<&'a str>>,
+    file_names: Vec<Option<&'a str>>,
+    sizes: Vec<Option<i64>>,
+    holders: Vec<Option<&'a str>>,
+    lease_until: Vec<Option<DateTime<Utc>>>,
+    cancels: Vec<bool>,
+}
+
+impl<'a> JobUpdate<'a> {
+    fn of(jobs: &[&'a Job]) -> StoreResult<Self> {
+        Ok(Self {
+            ids: jobs.iter().map(|job| *job.id.as_uuid()).collect(),
+            states: jobs.iter().map(|job| job.state.as_str()).collect(),
+            attempts: jobs.iter().map(|job| small(job.attempt)).collect(),
+            run_at: jobs.iter().map(|job| job.run_at).collect(),
+            started_at: jobs.iter().map(|job| job.started_at).collect(),
+            finished_at: jobs.iter().map(|job| job.finished_at).collect(),
+            percents: jobs.iter().map(|job| i16::from(job.progress.percent)).collect(),
+            messages: jobs.iter().map(|job| job.progress.message.as_deref()).collect(),
+            errors: jobs.iter().map(|job| job.last_error.as_deref()).collect(),
+            results: jobs.iter().map(|job| job.result.as_ref().map(to_json).transpose()).collect::<StoreResult<_>>()?,
+            content_types: jobs
+                .iter()
+                .map(|job| job.artifact.as_ref().map(|info| info.content_type.as_str()))
+                .collect(),
+            file_names: jobs
+                .iter()
+                .map(|job| job.artifact.as_ref().and_then(|info| info.file_name.as_deref()))
+                .collect(),
+            sizes: jobs.iter().map(|job| job.artifact.as_ref().map(|info| big(info.size))).collect(),
+            holders: jobs.iter().map(|job| job.lease_holder.as_ref().map(WorkerId::as_str)).collect(),
+            lease_until: jobs.iter().map(|job| job.lease_until).collect(),
+            cancels: jobs.iter().map(|job| job.cancel_requested).collect(),
+        })
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+        [
+            &self.ids,
+            &self.states,
+            &self.attempts,
+            &self.run_at,
+            &self.started_at,
+            &self.finished_at,
+            &self.percents,
+            &self.messages,
+            &self.errors,
+            &self.results,
+            &self.content_types,
+            &self.file_names,
+            &self.sizes,
+            &self.holders,
+            &self.lease_until,
+            &self.cancels,
+        ]
+    }
 }
 
 /// The claim-order key of a job: highest priority, then oldest `run_at`, then lowest id.
@@ -325,12 +429,20 @@ impl PostgresStore {
 
 #[async_trait]
 impl JobStore for PostgresStore {
+    /// Committed together with the other enqueues waiting at the same time (see the `enqueues` module).
     async fn enqueue(&self, job: Job) -> StoreResult<Job> {
-        let mut stored = self.enqueue_many(vec![job]).await?;
-        stored.pop().ok_or(StoreError::NotFound)
+        let job = self.enqueues.enqueue(job).await?;
+        self.announce(std::slice::from_ref(&job));
+        Ok(job)
     }
 
-    async fn enqueue_many(&self, jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+    /// One job (what `JobService::enqueue` asks for) is an `enqueue`, committed with the others waiting.
+    async fn enqueue_many(&self, mut jobs: Vec<Job>) -> StoreResult<Vec<Job>> {
+        if jobs.len() == 1
+            && let Some(job) = jobs.pop()
+        {
+            return Ok(vec![self.enqueue(job).await?]);
+        }
         if jobs.iter().all(|job| job.unique_key.is_none()) {
             // Without keys only an id can conflict, and a conflicting id fails the one statement as a whole:
             // the batch is atomic without a transaction around it (one round trip).
@@ -448,14 +560,30 @@ impl JobStore for PostgresStore {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await.db()?;
+        // One round trip locks and reads every job (`BEGIN` with it), one writes them all back and commits.
+        let ids: Vec<Uuid> = settlements.iter().map(|settlement| *settlement.lease().job_id.as_uuid()).collect();
+        let mut transaction = Pipelined::new(self.client().await?);
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+        let rows = match transaction.query(&sql, &[&ids]).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                transaction.rollback().await;
+                return Err(error);
+            }
+        };
+        let mut current: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job = rows::job(row)?;
+            current.insert(job.id, job);
+        }
         let mut outcomes = Vec::with_capacity(settlements.len());
-        for settlement in settlements {
+        let mut changed: Vec<JobId> = Vec::with_capacity(settlements.len());
+        for settlement in &settlements {
             let lease = settlement.lease();
-            // A lost lease or a missing job refuses this settlement alone (nothing was written for it); any
-            // other error fails the whole write, which rolls back.
-            let Some((mut job, _)) = load(&transaction, lease.job_id, true).await? else {
+            // A lost lease or a missing job refuses this settlement alone (nothing is written for it); any
+            // other error fails the whole write, which rolls back. A job settled twice in one batch is seen
+            // the second time as the first left it.
+            let Some(job) = current.get_mut(&lease.job_id) else {
                 outcomes.push(Err(StoreError::NotFound));
                 continue;
             };
@@ -463,14 +591,32 @@ impl JobStore for PostgresStore {
                 outcomes.push(Err(Conflict::LeaseLost.into()));
                 continue;
             }
-            settlement.apply(&mut job, now);
-            if let Some(artifact) = settlement.artifact() {
-                store_artifact(&transaction, job.id, artifact).await?;
+            settlement.apply(job, now);
+            outcomes.push(Ok(job.clone()));
+            if !changed.contains(&job.id) {
+                changed.push(job.id);
             }
-            save(&transaction, &job, None).await?;
-            outcomes.push(Ok(job));
         }
-        transaction.commit().await.db()?;
+        let written: Vec<&Job> = changed.iter().filter_map(|id| current.get(id)).collect();
+        let update = JobUpdate::of(&written)?;
+        let artifacts: Vec<ArtifactRow<'_>> = settlements
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .filter_map(|(settlement, _)| {
+                settlement.artifact().map(|artifact| ArtifactRow::of(settlement.lease().job_id, artifact))
+            })
+            .collect();
+        let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(1 + artifacts.len());
+        let params = update.params();
+        if !written.is_empty() {
+            writes.push((UPDATE_JOBS, &params));
+        }
+        let artifact_params: Vec<[&(dyn ToSql + Sync); 4]> = artifacts.iter().map(ArtifactRow::params).collect();
+        for params in &artifact_params {
+            writes.push((STORE_ARTIFACT, params));
+        }
+        transaction.commit_with(&writes).await?;
         let requeued: Vec<Job> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok().cloned()).collect();
         self.announce(&requeued);
         Ok(outcomes)
@@ -550,12 +696,13 @@ impl JobStore for PostgresStore {
              FOR UPDATE SKIP LOCKED"
         );
         let expired = query(&transaction, &sql, &[&now]).await?;
-        let mut rescued = Vec::with_capacity(expired.len());
-        for row in &expired {
-            let mut job = rows::job(row)?;
+        let mut rescued = rows::all(&expired, rows::job)?;
+        for job in &mut rescued {
             job.rescue(now);
-            save(&transaction, &job, None).await?;
-            rescued.push(job);
+        }
+        if !rescued.is_empty() {
+            let written: Vec<&Job> = rescued.iter().collect();
+            execute(&transaction, UPDATE_JOBS, &JobUpdate::of(&written)?.params()).await?;
         }
         transaction.commit().await.db()?;
         self.announce(&rescued);
@@ -563,23 +710,14 @@ impl JobStore for PostgresStore {
     }
 
     async fn queue_counts(&self) -> StoreResult<Vec<QueueCounts>> {
-        let client = self.client().await?;
-        // Fold the deltas appended by the triggers into the counts (in key order, so two folders never wait
-        // on each other crosswise), then add up the counts and whatever was appended since.
-        execute(
-            &client,
-            "WITH folded AS (DELETE FROM job_count_deltas RETURNING queue, state, delta) \
-             INSERT INTO job_counts (queue, state, count) \
-             SELECT queue, state, sum(delta) FROM folded GROUP BY queue, state ORDER BY queue, state \
-             ON CONFLICT (queue, state) DO UPDATE SET count = job_counts.count + excluded.count",
-            &[],
-        )
-        .await?;
+        // Read only: the sums of the sessions' rows (a few per queue and state), and the oldest due time of
+        // each queue with queued jobs from the claim index.
         let counted = query(
-            &client,
-            "SELECT queue, state, sum(count)::bigint FROM (SELECT queue, state, count FROM job_counts \
-             UNION ALL SELECT queue, state, delta FROM job_count_deltas) AS counts GROUP BY queue, state \
-             HAVING sum(count) > 0",
+            &self.client().await?,
+            "SELECT counts.queue, counts.state, counts.total, CASE WHEN counts.state = 'queued' THEN \
+             (SELECT min(run_at) FROM jobs WHERE jobs.queue = counts.queue AND jobs.state = 'queued') END \
+             FROM (SELECT queue, state, sum(count)::bigint AS total FROM job_counts GROUP BY queue, state \
+             HAVING sum(count) > 0) AS counts",
             &[],
         )
         .await?;
@@ -591,15 +729,9 @@ impl JobStore for PostgresStore {
             let count: i64 = rows::get(row, 2)?;
             let entry = counts.entry(queue.clone()).or_insert_with(|| QueueCounts { queue, ..QueueCounts::default() });
             *entry.get_mut(state) = rows::unsigned(count);
-        }
-        for entry in counts.values_mut().filter(|entry| entry.queued > 0) {
-            let row = query_one(
-                &client,
-                "SELECT min(run_at) FROM jobs WHERE queue = $1 AND state = 'queued'",
-                &[&entry.queue],
-            )
-            .await?;
-            entry.oldest_queued_run_at = rows::get(&row, 0)?;
+            if state == JobState::Queued {
+                entry.oldest_queued_run_at = rows::get(row, 3)?;
+            }
         }
         Ok(counts.into_values().collect())
     }
@@ -642,6 +774,8 @@ impl JobStore for PostgresStore {
 
     async fn prune_jobs(&self, states: &[JobState], finished_before: DateTime<Utc>) -> StoreResult<u64> {
         let client = self.client().await?;
+        // A maintenance pass: the count rows of sessions that ended are folded too.
+        execute(&client, FOLD_COUNTS, &[]).await?;
         let mut pruned = 0;
         for state in states.iter().copied().filter(|state| state.is_finished()) {
             // In slices, each its own statement: a retention pass over a million jobs holds no long lock.

@@ -10,13 +10,16 @@
 //!   default) and used when [`PostgresOptions::tls_root_certificates`] names the roots to trust.
 //! - **Schema** changes are numbered migrations applied at connect in one transaction under an advisory
 //!   lock, so instances starting together do not race; a database newer than the code is refused.
+//! - **Enqueues** of single jobs made at the same time are committed together, in one statement, each
+//!   acknowledged once committed (see the `enqueues` module).
 //! - **Claims** are one `UPDATE ... WHERE id IN (SELECT ... ORDER BY priority DESC, run_at, id FOR UPDATE
 //!   SKIP LOCKED LIMIT n)` over a partial index of queued jobs: concurrent claimers on any instance skip each
 //!   other's rows instead of waiting, and never get the same job.
 //! - **Other job transitions** read the job, apply the same rules as every store (the model's methods), and
 //!   write it back only if the row's revision did not move in between (else they read again).
-//! - **Counts** by queue and state, and of users, are kept by statement triggers as appended deltas (no
-//!   shared counter row that every writer would wait on), folded when read: never a scan of the jobs.
+//! - **Counts** by queue and state are kept by statement triggers in rows of the writing server session (no
+//!   shared counter row that every writer would wait on) and summed when read, a read-only statement; counts
+//!   of users as appended deltas folded when read. Never a scan of the jobs.
 //! - **Invariants across instances** are the database's: unique email and live unique-key indexes, row
 //!   locks, and an advisory lock around changes that could remove the last active admin.
 //! - **Across instances** ([`Peers`](techhub_core::storage::Peers)): enqueues wake idle workers of every
@@ -41,6 +44,7 @@ mod builds;
 mod cron;
 mod db;
 mod endpoints;
+mod enqueues;
 mod jobs;
 mod notifications;
 mod peers;
@@ -130,6 +134,7 @@ impl PostgresOptions {
 /// TechHub storage in a PostgreSQL database, shareable by several app instances.
 pub struct PostgresStore {
     pool: Pool,
+    enqueues: enqueues::Enqueues,
     peers: Option<Arc<peers::PgPeers>>,
     /// The server and database, for `Debug` and logs (never the password).
     target: String,
@@ -149,6 +154,7 @@ impl PostgresStore {
         let pool = db::pool(config.clone(), connector.clone(), &options)?;
         let mut client = db::client(&pool).await?;
         schema::migrate(&mut client).await?;
+        db::execute(&client, jobs::FOLD_COUNTS, &[]).await?;
         drop(client);
         let peers = if options.share_between_instances {
             Some(peers::PgPeers::start(config, connector, pool.clone(), options.connect_timeout).await)
@@ -156,7 +162,7 @@ impl PostgresStore {
             None
         };
         tracing::info!(target = %target, "PostgreSQL store connected");
-        Ok(Self { pool, peers, target })
+        Ok(Self { enqueues: enqueues::Enqueues::new(pool.clone()), pool, peers, target })
     }
 
     pub(crate) async fn client(&self) -> StoreResult<db::Client> {

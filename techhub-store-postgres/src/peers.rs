@@ -3,8 +3,8 @@
 //! - `techhub_jobs`: after a commit that queued jobs, a store tells the others `queue` and how many, and
 //!   each wakes that many idle workers of the queue (so a job enqueued on A starts on B at once, not at B's
 //!   next poll).
-//! - `techhub_events`: every event published on an instance's bus, as JSON, so every other instance
-//!   delivers it to its own subscribers.
+//! - `techhub_events`: the events published on an instance's bus, as JSON, so every other instance
+//!   delivers them to its own subscribers; sent only while some other instance wants them (below).
 //!
 //! One sender task per store sends what accumulated since its last round in one statement
 //! (`pg_notify` over arrays: one transaction, whatever the number), so a burst of ten thousand jobs costs a
@@ -28,12 +28,22 @@
 //! - Every instance says `hello` again every [`HELLO_INTERVAL`] and refreshes its row; one not heard from (by
 //!   any signal) for [`PEER_TIMEOUT`] is taken for gone, and when every other is gone this one stops sending
 //!   until it hears from one again.
+//!
+//! **Events only to whom wants them.** Most events (job started, progress, succeeded) are wanted by nobody
+//! on the other instances: only subscribers to every event (WebSocket clients, windows) show other
+//! instances' events; the notification rules act on their own instance's. So each `hello` and `welcome`
+//! says since when its instance has such a subscriber (0: none), and an instance's first one makes it say
+//! `wants` at once. An instance sends its events only while some other wants them; meanwhile it keeps
+//! those of the last [`KEEP_SPAN`], and when one starts wanting, sends first the kept ones published since
+//! its subscriber arrived (less [`CLOCK_MARGIN`]): the news takes a moment to travel through the server,
+//! and a WebSocket client on B must still see every event of a job A ran just after it connected.
+//! Instances whose subscribers all left say so at their next `hello`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
 use techhub_core::events::Event;
@@ -58,12 +68,92 @@ const WELCOME_WAIT: Duration = Duration::from_secs(1);
 const MAX_PAYLOAD: usize = 7_900;
 /// Items one sending round takes at most.
 const MAX_ROUND: usize = 4_096;
+/// How long an instance keeps the events it did not send (nobody wanted them), for an instance whose first
+/// subscriber arrived just before it heard of it.
+const KEEP_SPAN: Duration = Duration::from_secs(5);
+/// Events kept at most.
+const KEEP_MAX: usize = 20_000;
+/// Kept events from this long before another instance's first subscriber arrived are sent to it too: the
+/// instances' clocks may differ a little (the cost is a few events from just before it subscribed).
+const CLOCK_MARGIN: Duration = Duration::from_millis(250);
 /// How long the listener waits before reconnecting, at most.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 enum Outgoing {
-    JobsDue { queue: String, count: usize },
-    Event(String),
+    JobsDue {
+        queue: String,
+        count: usize,
+    },
+    Event(Event),
+    /// A word on the instances channel.
+    Signal(String),
+}
+
+/// Microseconds since the Unix epoch (0 before it), as signals carry times.
+fn micros(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn from_micros(micros: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_micros(micros)
+}
+
+/// Whether this instance sends its events to the others: only while some other instance has a subscriber to
+/// every event ([`Peers::subscribed`]). Meanwhile it keeps the last few seconds of them, so that an instance
+/// whose first subscriber arrived shortly before this one heard of it (the news travels through the server)
+/// still gets every event published since.
+#[derive(Default)]
+struct Forwarding {
+    /// The other instances that want events: since when (their clock), and when last heard saying so.
+    wanting: HashMap<Uuid, (SystemTime, Instant)>,
+    /// While nobody wants them: the events of the last [`KEEP_SPAN`], with when each was published.
+    kept: VecDeque<(SystemTime, Event)>,
+}
+
+impl Forwarding {
+    fn on(&self) -> bool {
+        !self.wanting.is_empty()
+    }
+
+    fn keep(&mut self, event: &Event) {
+        let now = SystemTime::now();
+        while self.kept.len() >= KEEP_MAX
+            || self.kept.front().is_some_and(|(at, _)| now.duration_since(*at).unwrap_or_default() > KEEP_SPAN)
+        {
+            self.kept.pop_front();
+        }
+        self.kept.push_back((now, event.clone()));
+    }
+
+    /// Instance `other` wants events since `since` (`None`: it wants none now). When the first one starts
+    /// wanting, the kept events from `since` on are sent first, in order, before anything published later.
+    fn wants(&mut self, other: Uuid, since: Option<SystemTime>, outbox: &mpsc::UnboundedSender<Outgoing>) {
+        let Some(since) = since else {
+            self.wanting.remove(&other);
+            return;
+        };
+        if !self.on() {
+            let from = since.checked_sub(CLOCK_MARGIN).unwrap_or(since);
+            for (at, event) in self.kept.drain(..) {
+                if at >= from {
+                    let _ = outbox.send(Outgoing::Event(event));
+                }
+            }
+        }
+        self.wanting.entry(other).and_modify(|entry| entry.1 = Instant::now()).or_insert((since, Instant::now()));
+    }
+
+    /// Forgets the instances not heard from for [`PEER_TIMEOUT`].
+    fn expire(&mut self) {
+        self.wanting.retain(|_, (_, heard)| heard.elapsed() <= PEER_TIMEOUT);
+    }
+}
+
+/// Since when this instance has a subscriber to every event, as it tells the others (`None`: it has none).
+type Advertised = Arc<Mutex<Option<SystemTime>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether other instances listen: until when the last one heard from counts as present.
@@ -95,6 +185,8 @@ impl Presence {
 pub(crate) struct PgPeers {
     instance: Uuid,
     presence: Arc<Presence>,
+    forwarding: Arc<Mutex<Forwarding>>,
+    advertised: Advertised,
     outbox: mpsc::UnboundedSender<Outgoing>,
     inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>>,
     /// Dropped with the store: the listener then closes its connection and ends.
@@ -123,12 +215,21 @@ impl PgPeers {
         let (listening, is_listening) = watch::channel(false);
         let inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>> = Arc::default();
         let presence = Arc::new(Presence::new());
+        let forwarding: Arc<Mutex<Forwarding>> = Arc::default();
+        let advertised: Advertised = Arc::default();
         tokio::spawn(send(instance, pending, pool, presence.clone()));
-        let link = Link { instance, inboxes: inboxes.clone(), presence: presence.clone() };
+        let link = Link {
+            instance,
+            inboxes: inboxes.clone(),
+            presence: presence.clone(),
+            forwarding: forwarding.clone(),
+            advertised: advertised.clone(),
+            outbox: outbox.clone(),
+        };
         tokio::spawn(listen(link, config, connector, stopped, listening));
         let mut is_listening = is_listening;
         let _ = tokio::time::timeout(wait, is_listening.wait_for(|listening| *listening)).await;
-        Arc::new(Self { instance, presence, outbox, inboxes, _stop: stop })
+        Arc::new(Self { instance, presence, forwarding, advertised, outbox, inboxes, _stop: stop })
     }
 
     /// Tells the others that `queue` has a job due now (if any other instance listens).
@@ -144,11 +245,21 @@ impl Peers for PgPeers {
         if !self.presence.others() {
             return;
         }
-        match serde_json::to_string(event) {
-            Ok(json) => {
-                let _ = self.outbox.send(Outgoing::Event(json));
-            }
-            Err(error) => tracing::warn!(error = %error, "an event could not be encoded for the other instances"),
+        // Sent or kept under the lock, so kept events sent when an instance starts wanting them go first.
+        let mut forwarding = lock(&self.forwarding);
+        if forwarding.on() {
+            let _ = self.outbox.send(Outgoing::Event(event.clone()));
+        } else {
+            forwarding.keep(event);
+        }
+    }
+
+    fn subscribed(&self) {
+        let mut advertised = lock(&self.advertised);
+        if advertised.is_none() {
+            let since = SystemTime::now();
+            *advertised = Some(since);
+            let _ = self.outbox.send(Outgoing::Signal(format!("{}\nwants {}", self.instance, micros(since))));
         }
     }
 
@@ -209,8 +320,8 @@ async fn send(instance: Uuid, mut pending: mpsc::UnboundedReceiver<Outgoing>, po
     }
 }
 
-/// The notifications for one round, in order: wake-ups first (one per queue), then events, several per
-/// notification as a JSON array.
+/// The notifications for one round, in order: signals first, then wake-ups (one per queue), then events,
+/// several per notification as a JSON array.
 fn pack(instance: Uuid, items: impl Iterator<Item = Outgoing>) -> (Vec<&'static str>, Vec<String>) {
     let mut due: BTreeMap<String, usize> = BTreeMap::new();
     let mut channels = Vec::new();
@@ -227,7 +338,14 @@ fn pack(instance: Uuid, items: impl Iterator<Item = Outgoing>) -> (Vec<&'static 
     for item in items {
         match item {
             Outgoing::JobsDue { queue, count } => *due.entry(queue).or_default() += count,
-            Outgoing::Event(json) => events.push(json),
+            Outgoing::Event(event) => match serde_json::to_string(&event) {
+                Ok(json) => events.push(json),
+                Err(error) => tracing::warn!(error = %error, "an event could not be encoded for the other instances"),
+            },
+            Outgoing::Signal(payload) => {
+                channels.push(INSTANCES_CHANNEL);
+                payloads.push(payload);
+            }
         }
     }
     for (queue, count) in due {
@@ -252,11 +370,30 @@ struct Link {
     instance: Uuid,
     inboxes: Arc<Mutex<Vec<Weak<dyn PeerInbox>>>>,
     presence: Arc<Presence>,
+    forwarding: Arc<Mutex<Forwarding>>,
+    advertised: Advertised,
+    outbox: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl Link {
     fn targets(&self) -> Vec<Arc<dyn PeerInbox>> {
-        self.inboxes.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect()
+        lock(&self.inboxes).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// What this instance tells the others in its `hello` and `welcome`: since when it wants events (0: it
+    /// does not). Its subscribers are asked again first (inside the lock that `subscribed` takes, so a
+    /// subscriber arriving meanwhile is either seen here or advertises itself after).
+    fn interest(&self) -> u64 {
+        let mut advertised = lock(&self.advertised);
+        if advertised.is_some() && !self.targets().iter().any(|inbox| inbox.wants_events()) {
+            *advertised = None;
+        }
+        advertised.map_or(0, micros)
+    }
+
+    /// Another instance said whether it wants events (`0`: no; a time: since then).
+    fn heard_interest(&self, from: Uuid, since: u64) {
+        lock(&self.forwarding).wants(from, (since > 0).then(|| from_micros(since)), &self.outbox);
     }
 }
 
@@ -290,7 +427,8 @@ async fn listen(
 
 /// Registers this instance, tells the others it is there, and returns the other instances registered and
 /// seen within [`PEER_TIMEOUT`] (whose `welcome` a starting instance waits for).
-async fn say_hello(client: &tokio_postgres::Client, instance: Uuid) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
+async fn say_hello(client: &tokio_postgres::Client, link: &Link) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
+    let instance = link.instance;
     client
         .execute(
             "INSERT INTO peer_instances (id, seen_at) VALUES ($1, now()) \
@@ -307,7 +445,7 @@ async fn say_hello(client: &tokio_postgres::Client, instance: Uuid) -> Result<Ha
             &[&instance, &timeout],
         )
         .await?;
-    signal(client, instance, "hello").await?;
+    signal(client, instance, &format!("hello {}", link.interest())).await?;
     Ok(others.iter().map(|row| row.get(0)).collect())
 }
 
@@ -361,7 +499,7 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN {JOBS_CHANNEL}; LISTEN {EVENTS_CHANNEL}; LISTEN {INSTANCES_CHANNEL}"))
         .await?;
     let instance = link.instance;
-    let mut awaited = say_hello(&client, instance).await?;
+    let mut awaited = say_hello(&client, link).await?;
     let mut known: HashMap<Uuid, Instant> = HashMap::new();
     for other in &awaited {
         link.presence.heard();
@@ -385,7 +523,8 @@ async fn listen_once(
         let notification = tokio::select! {
             notification = incoming.recv() => notification,
             _ = hello.tick() => {
-                say_hello(&client, instance).await?;
+                lock(&link.forwarding).expire();
+                say_hello(&client, link).await?;
                 continue;
             }
             () = tokio::time::sleep_until(welcome_until.unwrap_or(far)), if welcome_until.is_some() => continue,
@@ -402,9 +541,12 @@ async fn listen_once(
         let new = known.insert(from, now).is_none_or(|seen| now.duration_since(seen) > PEER_TIMEOUT);
         awaited.remove(&from);
         if notification.channel() == INSTANCES_CHANNEL {
+            // `hello`, `welcome` and `wants`, each with since when the sender wants events (0: it does not).
+            let (word, since) = body.split_once(' ').unwrap_or((body, "0"));
+            link.heard_interest(from, since.parse().unwrap_or(0));
             // A newcomer (or one back after a long silence) learns of this instance from the answer.
-            if body == "hello" && new {
-                signal(&client, instance, "welcome").await?;
+            if word == "hello" && new {
+                signal(&client, instance, &format!("welcome {}", link.interest())).await?;
             }
             continue;
         }
@@ -444,5 +586,86 @@ async fn listen_once(
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use techhub_core::events::EventKind;
+
+    use super::*;
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            at: Utc::now(),
+            topic: EventKind::JobProgress.topic(),
+            kind: EventKind::JobProgress,
+            subject: Uuid::nil(),
+            owner: None,
+            data: serde_json::json!({ "percent": seq }),
+            from_peer: false,
+        }
+    }
+
+    fn sent(pending: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Ok(item) = pending.try_recv() {
+            if let Outgoing::Event(event) = item {
+                seqs.push(event.seq);
+            }
+        }
+        seqs
+    }
+
+    #[test]
+    fn kept_events_go_to_the_first_instance_that_wants_them_from_when_its_subscriber_arrived_in_order() {
+        let (outbox, mut pending) = mpsc::unbounded_channel();
+        let mut forwarding = Forwarding::default();
+        assert!(!forwarding.on(), "nobody wants events at first");
+        let now = SystemTime::now();
+        // Kept with their publication times: one long before the subscriber arrived, one just before (within
+        // the clock margin), two after.
+        for (seq, at) in [(1, now - Duration::from_secs(3)), (2, now - CLOCK_MARGIN / 2), (3, now), (4, now)] {
+            forwarding.kept.push_back((at, event(seq)));
+        }
+        forwarding.wants(Uuid::now_v7(), Some(now), &outbox);
+        assert!(forwarding.on());
+        assert_eq!(sent(&mut pending), [2, 3, 4], "from the subscriber's arrival (less the margin), in order");
+        assert!(forwarding.kept.is_empty(), "nothing is kept while events are sent");
+
+        // A second instance wanting them changes nothing: it got every event sent since it listens.
+        forwarding.kept.push_back((now, event(5)));
+        forwarding.wants(Uuid::now_v7(), Some(now), &outbox);
+        assert!(sent(&mut pending).is_empty());
+    }
+
+    #[test]
+    fn events_stop_when_the_last_instance_wanting_them_says_it_no_longer_does() {
+        let (outbox, _pending) = mpsc::unbounded_channel();
+        let mut forwarding = Forwarding::default();
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        forwarding.wants(first, Some(SystemTime::now()), &outbox);
+        forwarding.wants(second, Some(SystemTime::now()), &outbox);
+        forwarding.wants(first, None, &outbox);
+        assert!(forwarding.on(), "the second still wants them");
+        forwarding.wants(second, None, &outbox);
+        assert!(!forwarding.on());
+        forwarding.keep(&event(1));
+        assert_eq!(forwarding.kept.len(), 1, "kept again once nobody wants them");
+    }
+
+    #[test]
+    fn only_the_last_few_seconds_of_events_are_kept() {
+        let mut forwarding = Forwarding::default();
+        forwarding.kept.push_back((SystemTime::now() - KEEP_SPAN * 2, event(1)));
+        forwarding.keep(&event(2));
+        let kept: Vec<u64> = forwarding.kept.iter().map(|(_, event)| event.seq).collect();
+        assert_eq!(kept, [2], "the old one is dropped");
+        for seq in 0..KEEP_MAX as u64 + 10 {
+            forwarding.keep(&event(seq));
+        }
+        assert_eq!(forwarding.kept.len(), KEEP_MAX, "and never more than the cap");
     }
 }

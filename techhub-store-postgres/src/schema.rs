@@ -117,6 +117,7 @@ CREATE TABLE job_artifacts (
 
 -- Counts by queue and state: every statement that changes jobs appends its net change here (insert only,
 -- so concurrent writers never wait on a shared counter row); reading folds the changes into job_counts.
+-- (Replaced by counts per server session in migration 6.)
 CREATE TABLE job_counts (
     queue text COLLATE "C" NOT NULL,
     state text NOT NULL,
@@ -236,6 +237,40 @@ CREATE TABLE peer_instances (
     id uuid PRIMARY KEY,
     seen_at timestamptz NOT NULL
 );
+"#,
+    r#"
+-- Job counts kept per server session: each statement adds its net change to the rows of its own session
+-- (`pg_backend_pid()`), which no other session writes, so concurrent writers never wait on a shared counter
+-- and reading them is a sum over a few rows, never a write (the appended deltas, folded by the reader, made
+-- every read a write). The rows of sessions that ended are folded into session 0 (see `jobs::FOLD_COUNTS`).
+ALTER TABLE job_counts ADD COLUMN backend integer NOT NULL DEFAULT 0;
+ALTER TABLE job_counts DROP CONSTRAINT job_counts_pkey;
+ALTER TABLE job_counts ADD PRIMARY KEY (queue, state, backend);
+INSERT INTO job_counts (queue, state, backend, count)
+    SELECT queue, state, 0, sum(delta) FROM job_count_deltas GROUP BY queue, state
+    ON CONFLICT (queue, state, backend) DO UPDATE SET count = job_counts.count + excluded.count;
+DROP TABLE job_count_deltas;
+-- Rows in (queue, state) order: two statements of one session never lock its rows crosswise with a fold.
+CREATE OR REPLACE FUNCTION techhub_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO job_counts (queue, state, backend, count)
+            SELECT queue, state, pg_backend_pid(), count(*) FROM new_rows GROUP BY queue, state ORDER BY queue, state
+            ON CONFLICT (queue, state, backend) DO UPDATE SET count = job_counts.count + excluded.count;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO job_counts (queue, state, backend, count)
+            SELECT queue, state, pg_backend_pid(), -count(*) FROM old_rows GROUP BY queue, state ORDER BY queue, state
+            ON CONFLICT (queue, state, backend) DO UPDATE SET count = job_counts.count + excluded.count;
+    ELSE
+        INSERT INTO job_counts (queue, state, backend, count)
+            SELECT queue, state, pg_backend_pid(), sum(delta) FROM (
+                SELECT queue, state, -1 AS delta FROM old_rows
+                UNION ALL SELECT queue, state, 1 FROM new_rows
+            ) AS changes GROUP BY queue, state HAVING sum(delta) <> 0 ORDER BY queue, state
+            ON CONFLICT (queue, state, backend) DO UPDATE SET count = job_counts.count + excluded.count;
+    END IF;
+    RETURN NULL;
+END $$;
 "#,
 ];
 

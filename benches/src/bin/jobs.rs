@@ -111,10 +111,7 @@ async fn open(args: &Args, dir: &Path, phase: &str) -> DynStorage {
         let store = connect(url(args)).await;
         let (client, connection) = tokio_postgres::connect(url(args), tokio_postgres::NoTls).await.expect("connects");
         tokio::spawn(connection);
-        client
-            .batch_execute("TRUNCATE jobs, job_artifacts, job_counts, job_count_deltas")
-            .await
-            .expect("the job tables are emptied");
+        client.batch_execute("TRUNCATE jobs, job_artifacts, job_counts").await.expect("the job tables are emptied");
         return store;
     };
     open_store(kind, dir, phase, args.durability)
