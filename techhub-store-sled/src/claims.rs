@@ -8,7 +8,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sled::IVec;
-use sled::transaction::TransactionalTree;
 use techhub_core::model::{JobId, JobState, WorkerId};
 use techhub_core::storage::{StoreError, StoreResult};
 use tokio::sync::oneshot;
@@ -18,7 +17,7 @@ use crate::engine::{Trees, sled_error};
 use crate::job_index::JobTx;
 use crate::keys::QueueKeys;
 use crate::queues::{Head, head, promote_due};
-use crate::tx::{Tx, TxResult, abort};
+use crate::tx::{Pending, Tx, TxResult, abort};
 use crate::writer::{Finish, answer_after_flush, in_savepoint, not_run};
 
 /// A claim: the writer picks its job before the round's transaction, which then moves it to running.
@@ -71,9 +70,9 @@ impl Claim {
         Ok(claimed)
     }
 
-    /// Runs the claim in its own savepoint of the round's transaction (see `writer::Call::apply`).
-    pub(crate) fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| self.claim(tx))?);
+    /// Runs the claim in its own savepoint of the round (see `writer::Call::apply`).
+    pub(crate) fn apply(&self, trees: &Trees, pending: &mut Pending) -> TxResult<()> {
+        *self.outcome.borrow_mut() = Some(in_savepoint(trees, pending, |tx| self.claim(tx))?);
         Ok(())
     }
 
