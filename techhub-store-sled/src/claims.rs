@@ -51,10 +51,9 @@ impl Claim {
         let jobs = JobTx::new(tx);
         let mut claimed = Vec::with_capacity(self.choice.len());
         for head in &self.choice {
-            // The writer chose this key from the index just before the transaction, and nothing else writes.
-            if !jobs.is_ready(&head.key)? {
-                return Err(abort(corrupt("a chosen ready job left the index")));
-            }
+            // The writer chose `head.key` from the ready index just before the round, claims run first in their
+            // round, and `choose` gave each key to one claim: the key is still in the index (nothing else
+            // writes), so it is removed without being looked up again.
             let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
             if loaded.job.state != JobState::Queued {
                 return Err(abort(corrupt("a ready job is not queued")));
@@ -65,7 +64,7 @@ impl Claim {
             job.started_at = Some(self.request.now);
             job.lease_holder = Some(self.request.worker.clone());
             job.lease_until = Some(self.request.lease_until);
-            claimed.push((job.id, jobs.transition(&loaded, &job, self.request.now)?));
+            claimed.push((job.id, jobs.transition_from_ready(&loaded, &job, &head.key, self.request.now)?));
         }
         Ok(claimed)
     }
