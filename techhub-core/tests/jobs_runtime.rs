@@ -679,10 +679,10 @@ async fn stats_list_served_queues_before_their_first_job() {
     workers.shutdown().await;
 }
 
-/// Workers claim the next job while recording the last one; a shutdown in between gives such a job back
-/// unstarted and uncharged: after it, nothing is left running and every job not run has no attempt spent.
+/// The producer claims jobs in batches while the settler records earlier ones; a shutdown in the middle of
+/// that leaves nothing running: every job has either succeeded once or is queued with no attempt spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shutdown_gives_back_jobs_claimed_ahead_uncharged() {
+async fn a_shutdown_amid_batches_leaves_no_job_running_or_charged() {
     let store: DynStorage = Arc::new(MemoryStore::new());
     let hub = TechHub::builder()
         .shared_storage(store.clone())

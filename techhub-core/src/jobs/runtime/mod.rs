@@ -1,7 +1,14 @@
 //! The worker runtime: [`WorkerConfig`], [`TechHub::start_workers`] and the [`WorkerHandle`] it returns.
+//!
+//! Each queue has a producer that claims as many jobs as it has free worker slots in one store call, and
+//! starts an attempt for each; one settler records finished attempts in batches. A job thus costs the store a
+//! share of one claim and one settle write instead of a write of each (see the `producer` and `settler`
+//! modules for the bounds and the batching rule).
 
+mod attempt;
 mod maintenance;
-mod worker;
+mod producer;
+mod settler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +27,8 @@ use crate::{Error, Result, TechHub};
 pub struct QueueConfig {
     /// The queue's name.
     pub name: String,
-    /// How many jobs of it run at once in this process.
+    /// How many jobs of it run at once in this process (its worker slots; it claims at most this many at
+    /// once).
     pub workers: usize,
     /// How fast its jobs may start, if limited: enforced by the store
     /// ([`JobStore::take_queue_starts`](crate::storage::JobStore::take_queue_starts)), so the limit holds for
@@ -34,7 +42,7 @@ pub struct QueueConfig {
 pub struct WorkerConfig {
     /// The queues served and their workers.
     pub queues: Vec<QueueConfig>,
-    /// Names this process's workers in leases (default: pid and a random tag).
+    /// Names this process in leases, as `<name>:<queue>` (default: pid and a random tag).
     pub name: String,
     /// How long a claim holds a job before others may rescue it (default 30 s).
     pub lease: Duration,
@@ -212,20 +220,20 @@ impl TechHub {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let (settler, settling) = settler::settler(self.clone());
+        let attempts = Arc::new(attempt::Attempts { hub: self.clone(), settings, stop: stop.clone(), settler });
         for queue in &config.queues {
             self.signals().add_workers(&queue.name, queue.workers as isize);
-            for n in 0..queue.workers {
-                let worker = worker::Worker {
-                    hub: self.clone(),
-                    id: WorkerId::new(format!("{}:{}:{n}", config.name, queue.name)),
-                    queues: vec![queue.name.clone()],
-                    rate_limit: queue.rate_limit,
-                    settings: settings.clone(),
-                    stop: stop.clone(),
-                };
-                tasks.spawn(worker.run());
-            }
+            let producer = producer::Producer {
+                id: WorkerId::new(format!("{}:{}", config.name, queue.name)),
+                queue: queue.clone(),
+                attempts: attempts.clone(),
+            };
+            tasks.spawn(producer.run());
         }
+        // The producers hold the only other handles to the settler: it ends after them, its last batch written.
+        drop(attempts);
+        tasks.spawn(settling);
         let maintenance = Arc::new(maintenance::Maintenance::new(
             config.retention,
             config.schedules,

@@ -36,6 +36,7 @@ mod jobs;
 mod model;
 mod notifications;
 mod rates;
+mod runtime;
 mod system;
 mod tokens;
 pub mod two_processes;
@@ -55,6 +56,7 @@ pub use self::jobs::*;
 pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
 pub use self::rates::*;
+pub use self::runtime::*;
 pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
@@ -165,6 +167,13 @@ macro_rules! conformance_tests {
             cron_tick_is_not_recorded_when_its_job_fails,
             jobs_queue_rate_limit_grants_the_burst_then_the_rate,
             jobs_queue_rate_limit_concurrent_takers_share_one_bucket,
+            runtime_runs_each_job_once_with_at_most_its_workers_at_once,
+            runtime_starts_jobs_in_claim_order,
+            runtime_rate_limit_holds_on_the_hub_clock,
+            runtime_records_retries_and_failures,
+            runtime_cancel_from_another_instance_stops_the_handler,
+            runtime_heartbeats_keep_a_long_jobs_lease,
+            runtime_shutdown_records_finished_jobs_and_releases_the_rest,
             builds_insert_get_and_versioned_update,
             builds_batch_insert_is_all_or_nothing,
             builds_log_append_and_read_by_offset,
