@@ -16,7 +16,7 @@ use crate::codec::corrupt;
 use crate::engine::{Trees, sled_error};
 use crate::job_index::JobTx;
 use crate::keys::QueueKeys;
-use crate::queues::{Head, head, promote_due};
+use crate::queues::{Head, ReadyCursor, promote_due};
 use crate::tx::{Pending, Tx, TxResult, abort};
 use crate::writer::{Finish, answer_after_flush, in_savepoint, not_run};
 
@@ -91,7 +91,8 @@ impl Claim {
     }
 }
 
-/// Picks each claim's jobs (see the module docs).
+/// Picks each claim's jobs (see the module docs): a cursor per named queue, and the first of their next due
+/// jobs in claim order, until the claim has its `max`.
 pub(crate) fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
     let mut taken = HashSet::new();
     for claim in claims {
@@ -99,19 +100,23 @@ pub(crate) fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
         for keys in &request.queues {
             promote_due(trees, keys, request.now)?;
         }
+        let mut cursors = Vec::with_capacity(request.queues.len());
+        for keys in &request.queues {
+            let mut cursor = ReadyCursor::new(trees, keys, request.now);
+            let next = cursor.next_due(&taken)?;
+            cursors.push((cursor, next));
+        }
         let mut choice = Vec::new();
         while choice.len() < request.max {
-            let mut best: Option<Head> = None;
-            for keys in &request.queues {
-                if let Some(head) = head(trees, keys, request.now, &taken)?
-                    && best.as_ref().is_none_or(|best| head.entry < best.entry)
-                {
-                    best = Some(head);
-                }
-            }
-            let Some(head) = best else { break };
+            let best = cursors
+                .iter_mut()
+                .filter(|(_, next)| next.is_some())
+                .min_by_key(|(_, next)| next.as_ref().map(|head| head.entry));
+            let Some((cursor, next)) = best else { break };
+            let Some(head) = next.take() else { break };
             taken.insert(head.key.clone());
             choice.push(head);
+            *next = cursor.next_due(&taken)?;
         }
         claim.choice = choice;
     }
