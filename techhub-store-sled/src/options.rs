@@ -10,8 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlushPolicy {
     /// A write is answered only after a sled flush that began after it committed has completed. Concurrent
-    /// writers share flushes (group commit): the writer commits every call waiting in one transaction, and a
-    /// flusher thread flushes once for every transaction committed since its last flush began.
+    /// writers share flushes (group commit): the writer commits every call waiting in one transaction, then
+    /// flushes once for all of them.
     ///
     /// An acknowledged write survives a crash of the process (SIGKILL included): its bytes are in the
     /// operating system's hands. It survives a power loss as far as sled's flush guarantees: on Linux sled 0.34

@@ -1,13 +1,12 @@
-//! The writer: one thread that runs every write of the store, many calls per sled transaction, and a flusher
-//! thread that flushes once for every round committed meanwhile (group commit).
+//! The writer: one thread that runs every write of the store, many calls per sled transaction, and flushes once
+//! per round (group commit).
 //!
 //! sled 0.34 makes each transaction expensive in fixed costs (it runs under a process-wide lock and writes out
 //! its IO buffer twice), and a flush blocks every transaction while it waits for the disk. So the writer takes
 //! every call waiting, runs them one after the other (each in its own savepoint, [`Tx`]: a call that fails
 //! leaves no trace and does not sink the others), commits what they wrote in one transaction over the trees
-//! they touched ([`Pending`]), and hands the round's answers to the flusher if the policy asks for flushes,
-//! which answers them once a flush begun after the commit has completed. Calls that arrive meanwhile make the
-//! next round, which the writer runs while the flush waits for the disk (its commit waits for the flush).
+//! they touched ([`Pending`]), flushes once if the policy asks, and only then answers them all. Calls that
+//! arrive meanwhile make the next round.
 //!
 //! Being the only thread that writes, the writer can read before a transaction and rely on what it read:
 //! claims pick their jobs from the ready index just before their round's transaction (see
@@ -270,87 +269,36 @@ impl Round {
     }
 }
 
-/// Takes every call waiting, runs them in rounds and answers them (after a flush, if the policy asks); until the
-/// store is dropped.
-///
-/// Flushes run on a flusher thread: the writer hands it each committed round's answers and goes on with the
-/// next round while the disk works, and the flusher answers, after one flush, every round it received before
-/// that flush began. A caller waiting for its round's flush so does not also wait for the claims and settles
-/// of the next round, which are committed meanwhile.
+/// Takes every call waiting, runs them in rounds, flushes, answers; until the store is dropped.
 fn write_loop(db: &Db, trees: &Trees, flush_every_round: bool, requests: &Receiver<Request>) {
-    std::thread::scope(|scope| {
-        let flusher = flush_every_round.then(|| start_flusher(scope, db)).flatten();
-        let mut pending = Pending::default();
-        while let Some(finishes) = next_round(trees, &mut pending, requests) {
-            match (&flusher, flush_every_round) {
-                (Some(flusher), _) => {
-                    if let Err(mpsc::SendError(finishes)) = flusher.send(finishes) {
-                        flush_and_answer(db, finishes);
-                    }
+    let mut pending = Pending::default();
+    while let Ok(first) = requests.recv() {
+        let mut round = Round::default();
+        let mut finishes: Vec<Finish> = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(request) = next {
+            match request {
+                Request::Write(write) => round.writes.push(write),
+                Request::Claim(claim) => round.claims.push(*claim),
+                Request::Alone(alone) => {
+                    // What came before it commits first, so it sees the state its callers expect.
+                    round.commit(trees, &mut pending, &mut finishes);
+                    finishes.push(alone(trees));
                 }
-                (None, true) => flush_and_answer(db, finishes),
-                (None, false) => finishes.into_iter().for_each(|finish| finish(None)),
             }
+            taken += 1;
+            next = if taken < MAX_ROUND { requests.try_recv().ok() } else { None };
         }
-        // The flusher's channel closes here, so it answers what it holds and ends before the scope joins it.
-    });
-}
-
-/// Starts the flusher thread of [`write_loop`]; `None` (the writer then flushes itself) if no thread starts.
-fn start_flusher<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, db: &'scope Db) -> Option<Sender<Vec<Finish>>> {
-    let (sender, rounds) = mpsc::channel::<Vec<Finish>>();
-    let started = std::thread::Builder::new().name("techhub-sled-flusher".to_owned()).spawn_scoped(scope, move || {
-        while let Ok(mut finishes) = rounds.recv() {
-            // Every round received so far committed before this flush begins: one flush covers them all.
-            while let Ok(more) = rounds.try_recv() {
-                finishes.extend(more);
-            }
-            flush_and_answer(db, finishes);
+        round.commit(trees, &mut pending, &mut finishes);
+        let flush_error = if flush_every_round { db.flush().err() } else { None };
+        if let Some(error) = &flush_error {
+            tracing::error!(error = %error, "flushing the sled database failed; the round's callers are told so");
         }
-    });
-    match started {
-        Ok(_) => Some(sender),
-        Err(error) => {
-            tracing::warn!(error = %error, "no sled flusher thread; the writer flushes each round itself");
-            None
+        for finish in finishes {
+            finish(flush_error.as_ref());
         }
     }
-}
-
-/// Flushes the database, then answers `finishes` (with the flush's error, if it failed).
-fn flush_and_answer(db: &Db, finishes: Vec<Finish>) {
-    let flush_error = db.flush().err();
-    if let Some(error) = &flush_error {
-        tracing::error!(error = %error, "flushing the sled database failed; the round's callers are told so");
-    }
-    for finish in finishes {
-        finish(flush_error.as_ref());
-    }
-}
-
-/// Waits for a call, runs it with every call waiting behind it (up to [`MAX_ROUND`]) and commits them; answers
-/// what their callers are to be told once the round is durable, or `None` once the store is dropped.
-fn next_round(trees: &Trees, pending: &mut Pending, requests: &Receiver<Request>) -> Option<Vec<Finish>> {
-    let first = requests.recv().ok()?;
-    let mut round = Round::default();
-    let mut finishes: Vec<Finish> = Vec::new();
-    let mut next = Some(first);
-    let mut taken = 0;
-    while let Some(request) = next {
-        match request {
-            Request::Write(write) => round.writes.push(write),
-            Request::Claim(claim) => round.claims.push(*claim),
-            Request::Alone(alone) => {
-                // What came before it commits first, so it sees the state its callers expect.
-                round.commit(trees, pending, &mut finishes);
-                finishes.push(alone(trees));
-            }
-        }
-        taken += 1;
-        next = if taken < MAX_ROUND { requests.try_recv().ok() } else { None };
-    }
-    round.commit(trees, pending, &mut finishes);
-    Some(finishes)
 }
 
 #[cfg(test)]
