@@ -69,42 +69,40 @@ impl Drop for AbortOnDrop {
 }
 
 impl Attempts {
-    /// Runs one claimed job's attempt to its end and hands its settlement to the settler.
-    ///
-    /// `running` is the job's worker slot, given back as soon as the handler ended so that the queue's
-    /// producer may start the next job while this one waits for its batch; `held` bounds the jobs claimed but
-    /// not yet recorded and travels with the settlement until its batch is written.
-    pub(super) async fn run(&self, job: Job, running: OwnedSemaphorePermit, held: OwnedSemaphorePermit) {
+    /// Runs one claimed job's attempt to its end and hands its settlement to the settler, without waiting for
+    /// the write: the worker may start its next job while this one waits for its batch. `held` bounds the
+    /// jobs claimed but not yet recorded and travels with the settlement until its batch is written.
+    pub(super) async fn run(&self, job: Job, held: OwnedSemaphorePermit) {
         let Some(lease) = job.lease() else { return };
         let started = Instant::now();
-        let settlement = self.attempt(&job, &lease, started).await;
-        drop(running);
-        if let Some(settlement) = settlement {
-            self.settler.send(Finished { settlement, job, started, held });
+        if let Some(settlement) = self.attempt(job, &lease, started).await {
+            self.settler.send(Finished { settlement, job_id: lease.job_id, started, held });
         }
     }
 
     /// Runs the handler and says how to record the attempt (`None`: the lease was lost, nothing to record).
-    async fn attempt(&self, job: &Job, lease: &Lease, started: Instant) -> Option<Settlement> {
+    async fn attempt(&self, job: Job, lease: &Lease, started: Instant) -> Option<Settlement> {
         // Registered before anyone hears the job started, so a cancel sent on that news reaches the handler
         // at once. (One sent in the instant between the claim and this line reaches it at the next heartbeat.)
         let token = CancellationToken::new();
         self.hub.signals().started(job.id, token.clone());
-        telemetry::job_event(&self.hub, EventKind::JobStarted, job);
+        telemetry::job_event(&self.hub, EventKind::JobStarted, &job);
         let Some(registered) = self.hub.handlers().get(&job.kind).cloned() else {
             self.hub.signals().finished(job.id);
             let error = format!("no handler for job kind {:?} is registered in this process", job.kind);
-            return Some(self.failure(lease, job, JobError::Permanent(error)));
+            return Some(self.failure(lease, job.attempt, JobError::Permanent(error)));
         };
         let timeout = registered.options.timeout.unwrap_or(self.settings.job_timeout);
-        let ctx = JobContext::new(job.clone(), self.hub.clone(), token.clone());
+        let (id, attempt) = (job.id, job.attempt);
+        // The context owns the job from here: the settlement needs only its id and attempt.
+        let ctx = JobContext::new(job, self.hub.clone(), token.clone());
         let handler = registered.handler.clone();
         let handler_ctx = ctx.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move { handler.run(handler_ctx).await }));
 
         let (ending, stop_reason) = self.supervise(&mut task, &ctx, lease, &token, started + timeout).await;
-        self.hub.signals().finished(job.id);
-        self.settlement(lease, job, &ctx, ending, stop_reason, timeout)
+        self.hub.signals().finished(id);
+        self.settlement(lease, attempt, &ctx, ending, stop_reason, timeout)
     }
 
     /// Waits for the handler while flushing progress, heartbeating, and enforcing cancel, timeout and shutdown.
@@ -192,7 +190,7 @@ impl Attempts {
     fn settlement(
         &self,
         lease: &Lease,
-        job: &Job,
+        attempt: u32,
         ctx: &JobContext,
         ending: Ending,
         stop_reason: Option<StopReason>,
@@ -201,31 +199,33 @@ impl Attempts {
         let lease = lease.clone();
         let settlement = match (ending, stop_reason) {
             (_, Some(StopReason::LeaseLost)) => {
-                tracing::warn!(job_id = %job.id, attempt = job.attempt, "lease lost to another worker; this attempt's result is discarded");
+                tracing::warn!(job_id = %lease.job_id, attempt, "lease lost to another worker; this attempt's result is discarded");
                 return None;
             }
             (Ending::Done(result), _) => Settlement::Complete { lease, result, artifact: ctx.take_artifact() },
             (Ending::Panicked(message), _) => {
-                self.failure(&lease, job, JobError::Retry(format!("the handler panicked: {message}")))
+                self.failure(&lease, attempt, JobError::Retry(format!("the handler panicked: {message}")))
             }
-            (Ending::Failed(error), None) => self.failure(&lease, job, error),
+            (Ending::Failed(error), None) => self.failure(&lease, attempt, error),
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Cancelled)) => {
                 Settlement::AcknowledgeCancel { lease }
             }
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::TimedOut)) => {
                 let error = format!("timed out after {} s", timeout.as_secs_f64());
-                self.failure(&lease, job, JobError::Retry(error))
+                self.failure(&lease, attempt, JobError::Retry(error))
             }
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Shutdown)) => Settlement::Release { lease },
-            (Ending::Aborted, None) => self.failure(&lease, job, JobError::Retry("the handler was aborted".to_owned())),
+            (Ending::Aborted, None) => {
+                self.failure(&lease, attempt, JobError::Retry("the handler was aborted".to_owned()))
+            }
         };
         Some(settlement)
     }
 
     /// A failed attempt, retried after the backoff (or the handler's own delay) unless it is permanent.
-    fn failure(&self, lease: &Lease, job: &Job, error: JobError) -> Settlement {
+    fn failure(&self, lease: &Lease, attempt: u32, error: JobError) -> Settlement {
         let retry = match &error {
-            JobError::Retry(_) => Retry::After(self.settings.backoff.delay(job.attempt)),
+            JobError::Retry(_) => Retry::After(self.settings.backoff.delay(attempt)),
             JobError::RetryAfter(delay, _) => Retry::After(*delay),
             JobError::Permanent(_) => Retry::Never,
         };

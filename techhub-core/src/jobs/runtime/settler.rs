@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::TechHub;
 use crate::events::EventKind;
 use crate::jobs::telemetry;
-use crate::model::{Job, JobState, Settlement};
+use crate::model::{Job, JobId, JobState, Settlement};
 use crate::storage::{Conflict, StoreError};
 
 /// The most attempts recorded in one write.
@@ -26,8 +26,8 @@ pub(super) const MAX_BATCH: usize = 512;
 pub(super) struct Finished {
     /// How to record it.
     pub(super) settlement: Settlement,
-    /// The job as claimed.
-    pub(super) job: Job,
+    /// The job's id.
+    pub(super) job_id: JobId,
     /// When the attempt started, for the run-time metric.
     pub(super) started: Instant,
     /// The queue's bound on claimed but unrecorded jobs, freed once the batch is written.
@@ -67,14 +67,15 @@ async fn write(hub: &TechHub, batch: Vec<Finished>) {
         .into_iter()
         .map(|finished| {
             let ending = Ending::of(&finished.settlement);
-            (finished.settlement, Waiting { ending, job: finished.job, started: finished.started, held: finished.held })
+            let Finished { settlement, job_id, started, held } = finished;
+            (settlement, Waiting { ending, job_id, started, held })
         })
         .unzip();
     let count = settlements.len();
     match hub.storage().settle_many(settlements, hub.now()).await {
         Ok(results) => {
             for (settled, waiting) in results.into_iter().zip(waiting) {
-                report(hub, settled, waiting.ending, &waiting.job, waiting.started).await;
+                report(hub, settled, waiting.ending, waiting.job_id, waiting.started).await;
                 drop(waiting.held);
             }
         }
@@ -87,7 +88,7 @@ async fn write(hub: &TechHub, batch: Vec<Finished>) {
 /// A finished attempt while its batch is written: all but its settlement.
 struct Waiting {
     ending: Ending,
-    job: Job,
+    job_id: JobId,
     started: Instant,
     held: OwnedSemaphorePermit,
 }
@@ -113,15 +114,15 @@ impl Ending {
 }
 
 /// Publishes one recorded attempt (event, trace line, metrics), or says why it was not recorded.
-async fn report(hub: &TechHub, settled: Result<Job, StoreError>, ending: Ending, claimed: &Job, started: Instant) {
+async fn report(hub: &TechHub, settled: Result<Job, StoreError>, ending: Ending, job_id: JobId, started: Instant) {
     let job = match settled {
         Ok(job) => job,
         Err(StoreError::Conflict(Conflict::LeaseLost)) => {
-            tracing::warn!(job_id = %claimed.id, "the lease expired before the attempt was recorded; the job will run again");
+            tracing::warn!(%job_id, "the lease expired before the attempt was recorded; the job will run again");
             return;
         }
         Err(error) => {
-            tracing::error!(job_id = %claimed.id, %error, "recording a finished attempt failed; the lease will expire and the job run again");
+            tracing::error!(%job_id, %error, "recording a finished attempt failed; the lease will expire and the job run again");
             return;
         }
     };
