@@ -8,7 +8,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sled::IVec;
-use sled::transaction::TransactionalTree;
 use techhub_core::model::{JobId, JobState, WorkerId};
 use techhub_core::storage::{StoreError, StoreResult};
 use tokio::sync::oneshot;
@@ -17,8 +16,8 @@ use crate::codec::corrupt;
 use crate::engine::{Trees, sled_error};
 use crate::job_index::JobTx;
 use crate::keys::QueueKeys;
-use crate::queues::{Head, head, promote_due};
-use crate::tx::{Tx, TxResult, abort};
+use crate::queues::{Head, ReadyCursor, promote_due};
+use crate::tx::{Pending, Tx, TxResult, abort};
 use crate::writer::{Finish, answer_after_flush, in_savepoint, not_run};
 
 /// A claim: the writer picks its job before the round's transaction, which then moves it to running.
@@ -52,10 +51,9 @@ impl Claim {
         let jobs = JobTx::new(tx);
         let mut claimed = Vec::with_capacity(self.choice.len());
         for head in &self.choice {
-            // The writer chose this key from the index just before the transaction, and nothing else writes.
-            if !jobs.is_ready(&head.key)? {
-                return Err(abort(corrupt("a chosen ready job left the index")));
-            }
+            // The writer chose `head.key` from the ready index just before the round, claims run first in their
+            // round, and `choose` gave each key to one claim: the key is still in the index (nothing else
+            // writes), so it is removed without being looked up again.
             let loaded = jobs.load(head.entry.id)?.ok_or_else(|| abort(corrupt("a ready job has no row")))?;
             if loaded.job.state != JobState::Queued {
                 return Err(abort(corrupt("a ready job is not queued")));
@@ -66,14 +64,14 @@ impl Claim {
             job.started_at = Some(self.request.now);
             job.lease_holder = Some(self.request.worker.clone());
             job.lease_until = Some(self.request.lease_until);
-            claimed.push((job.id, jobs.transition(&loaded, &job, self.request.now)?));
+            claimed.push((job.id, jobs.transition_from_ready(&loaded, &job, &head.key, self.request.now)?));
         }
         Ok(claimed)
     }
 
-    /// Runs the claim in its own savepoint of the round's transaction (see `writer::Call::apply`).
-    pub(crate) fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| self.claim(tx))?);
+    /// Runs the claim in its own savepoint of the round (see `writer::Call::apply`).
+    pub(crate) fn apply(&self, trees: &Trees, pending: &mut Pending) -> TxResult<()> {
+        *self.outcome.borrow_mut() = Some(in_savepoint(trees, pending, |tx| self.claim(tx))?);
         Ok(())
     }
 
@@ -93,7 +91,8 @@ impl Claim {
     }
 }
 
-/// Picks each claim's jobs (see the module docs).
+/// Picks each claim's jobs (see the module docs): a cursor per named queue, and the first of their next due
+/// jobs in claim order, until the claim has its `max`.
 pub(crate) fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
     let mut taken = HashSet::new();
     for claim in claims {
@@ -101,19 +100,23 @@ pub(crate) fn choose(trees: &Trees, claims: &mut [Claim]) -> StoreResult<()> {
         for keys in &request.queues {
             promote_due(trees, keys, request.now)?;
         }
+        let mut cursors = Vec::with_capacity(request.queues.len());
+        for keys in &request.queues {
+            let mut cursor = ReadyCursor::new(trees, keys, request.now);
+            let next = cursor.next_due(&taken)?;
+            cursors.push((cursor, next));
+        }
         let mut choice = Vec::new();
         while choice.len() < request.max {
-            let mut best: Option<Head> = None;
-            for keys in &request.queues {
-                if let Some(head) = head(trees, keys, request.now, &taken)?
-                    && best.as_ref().is_none_or(|best| head.entry < best.entry)
-                {
-                    best = Some(head);
-                }
-            }
-            let Some(head) = best else { break };
+            let best = cursors
+                .iter_mut()
+                .filter(|(_, next)| next.is_some())
+                .min_by_key(|(_, next)| next.as_ref().map(|head| head.entry));
+            let Some((cursor, next)) = best else { break };
+            let Some(head) = next.take() else { break };
             taken.insert(head.key.clone());
             choice.push(head);
+            *next = cursor.next_due(&taken)?;
         }
         claim.choice = choice;
     }

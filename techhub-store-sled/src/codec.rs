@@ -40,6 +40,11 @@ impl Writer {
         Self(Vec::with_capacity(capacity))
     }
 
+    /// A writer appending to `bytes`.
+    pub(crate) fn from_vec(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.0
     }

@@ -32,7 +32,7 @@ impl NewJob {
             return Err(StoreError::InvalidInput("the queue name is longer than 65,535 bytes".to_owned()));
         }
         let payload = to_json(&job.payload)?;
-        let row = encode_job(job, &payload)?.into();
+        let row = encode_job(job, &payload)?;
         let head = Job { payload: Value::Null, ..job.clone() };
         Ok(Self { head, row })
     }
@@ -148,15 +148,32 @@ impl<'a> JobTx<'a> {
     /// Applies a transition: `loaded` becomes `after`, indexes and counters follow. A job entering the queue
     /// is ready if its `run_at` is not after `due_at`. Returns the new row.
     pub(crate) fn transition(&self, loaded: &Loaded, after: &Job, due_at: DateTime<Utc>) -> TxResult<IVec> {
-        self.reindex(Some(&loaded.job), Some(after), due_at)?;
-        let row: IVec = encode_job(after, loaded.payload()).or_abort()?.into();
+        self.reindex(Some(&loaded.job), Some(after), due_at, None)?;
+        self.rewrite(loaded, after)
+    }
+
+    /// [`transition`](Self::transition) of a queued job known to sit in the ready index under `ready_key` (a
+    /// claim's pick), which is removed without being looked up.
+    pub(crate) fn transition_from_ready(
+        &self,
+        loaded: &Loaded,
+        after: &Job,
+        ready_key: &IVec,
+        due_at: DateTime<Utc>,
+    ) -> TxResult<IVec> {
+        self.reindex(Some(&loaded.job), Some(after), due_at, Some(ready_key))?;
+        self.rewrite(loaded, after)
+    }
+
+    fn rewrite(&self, loaded: &Loaded, after: &Job) -> TxResult<IVec> {
+        let row = encode_job(after, loaded.payload()).or_abort()?;
         self.rows.insert(&id_bytes(after.id), row.clone())?;
         Ok(row)
     }
 
     /// Rewrites the loaded job's row with `payload` (JSON bytes) instead of its own; nothing indexed changes.
     pub(crate) fn replace_payload(&self, loaded: &Loaded, payload: &[u8]) -> TxResult<IVec> {
-        let row: IVec = encode_job(&loaded.job, payload).or_abort()?.into();
+        let row = encode_job(&loaded.job, payload).or_abort()?;
         self.rows.insert(&id_bytes(loaded.job.id), row.clone())?;
         Ok(row)
     }
@@ -181,7 +198,7 @@ impl<'a> JobTx<'a> {
             }
             self.rows.insert(&id_bytes(job.id), new.row.clone())?;
             // A job runs at once when it was made due (`run_at` not after its creation); else it waits.
-            self.reindex(None, Some(job), job.created_at)?;
+            self.reindex(None, Some(job), job.created_at, None)?;
             stored.push(None);
         }
         Ok(stored)
@@ -189,17 +206,12 @@ impl<'a> JobTx<'a> {
 
     /// Deletes a job, its artifact and its index entries.
     pub(crate) fn delete(&self, job: &Job) -> TxResult<()> {
-        self.reindex(Some(job), None, DateTime::<Utc>::MIN_UTC)?;
+        self.reindex(Some(job), None, DateTime::<Utc>::MIN_UTC, None)?;
         self.rows.remove(&id_bytes(job.id))?;
         if job.artifact.is_some() {
             self.artifacts.remove(&id_bytes(job.id))?;
         }
         Ok(())
-    }
-
-    /// Whether the ready index holds `key`.
-    pub(crate) fn is_ready(&self, key: &[u8]) -> TxResult<bool> {
-        Ok(self.ready.get(key)?.is_some())
     }
 
     /// The live job holding `key`, if any.
@@ -219,10 +231,16 @@ impl<'a> JobTx<'a> {
     }
 
     /// Moves the index entries and counters of a job from what `before` says to what `after` says (`None`:
-    /// the job does not exist on that side).
-    fn reindex(&self, before: Option<&Job>, after: Option<&Job>, due_at: DateTime<Utc>) -> TxResult<()> {
+    /// the job does not exist on that side). `ready_key`, if given, is where `before` sits in the ready index.
+    fn reindex(
+        &self,
+        before: Option<&Job>,
+        after: Option<&Job>,
+        due_at: DateTime<Utc>,
+        ready_key: Option<&IVec>,
+    ) -> TxResult<()> {
         self.recount(before, after)?;
-        self.requeue(before, after, due_at)?;
+        self.requeue(before, after, due_at, ready_key)?;
         let (old, new) = (before.and_then(lease_end), after.and_then(lease_end));
         if old != new {
             if let (Some(until), Some(job)) = (old, before) {
@@ -252,26 +270,34 @@ impl<'a> JobTx<'a> {
                 self.unique.insert(key.as_bytes(), &id_bytes(job.id))?;
             }
         }
-        let creator = |job: &Job| job.created_by.map(|user| keys::owned(user.as_uuid(), job.id.as_bytes()));
+        let creator = |job: &Job| job.created_by.map(|user| (user, job.id));
         let (old, new) = (before.and_then(creator), after.and_then(creator));
         if old != new {
-            if let Some(key) = old {
-                self.by_creator.remove(key)?;
+            if let Some((user, id)) = old {
+                self.by_creator.remove(keys::owned(user.as_uuid(), id.as_bytes()))?;
             }
-            if let Some(key) = new {
-                self.by_creator.insert(key, IVec::default())?;
+            if let Some((user, id)) = new {
+                self.by_creator.insert(keys::owned(user.as_uuid(), id.as_bytes()), IVec::default())?;
             }
         }
         Ok(())
     }
 
     /// Keeps the ready and delayed indexes in step with the job's queued state.
-    fn requeue(&self, before: Option<&Job>, after: Option<&Job>, due_at: DateTime<Utc>) -> TxResult<()> {
+    fn requeue(
+        &self,
+        before: Option<&Job>,
+        after: Option<&Job>,
+        due_at: DateTime<Utc>,
+        ready_key: Option<&IVec>,
+    ) -> TxResult<()> {
         let (old, new) = (before.and_then(queue_place), after.and_then(queue_place));
         if old == new {
             return Ok(());
         }
-        if let (Some((queue, priority, run_at)), Some(job)) = (old, before) {
+        if let (Some(_), Some(key)) = (old, ready_key) {
+            self.ready.remove(key.clone())?;
+        } else if let (Some((queue, priority, run_at)), Some(job)) = (old, before) {
             let keys = QueueKeys::new(queue).ok_or_else(|| abort(corrupt("a stored queue name is too long")))?;
             let ready = keys.ready(priority, run_at, job.id);
             if self.ready.get(&ready)?.is_some() {

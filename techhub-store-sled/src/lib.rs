@@ -10,13 +10,14 @@
 //!   state, active admins, notifications per channel and status).
 //! - **Atomic writes.** Every store call that changes several trees does it in one sled transaction, so a crash
 //!   never leaves an index out of step with its rows, and a user lands with its follow-up jobs or not at all.
-//! - **One writer.** Writes run on a dedicated thread that takes every call waiting and runs them in one sled
-//!   transaction, each call in its own savepoint (a call that fails leaves no trace and does not sink the
-//!   others), then flushes once for all of them (group commit). sled 0.34 makes each transaction costly in
-//!   fixed work and blocks transactions while it flushes, so sharing both is what makes concurrent writers
-//!   fast. Reads run on Tokio's blocking threads (a sled read may wait for the disk); opening, which may wait
-//!   for the directory's lock, and dropping, which joins the writer, hand a multi-threaded runtime's worker
-//!   over first, so no async worker thread waits on sled.
+//! - **One writer.** Writes run on a dedicated thread that takes every call waiting and runs them one after
+//!   the other, each call in its own savepoint (a call that fails leaves no trace and does not sink the
+//!   others), commits what they wrote in one sled transaction over the trees they touched (one write per key),
+//!   then flushes once for all of them (group commit). sled 0.34 makes each transaction costly in fixed work
+//!   and per key written, and blocks transactions while it flushes, so sharing both is what makes concurrent
+//!   writers fast. Reads run on Tokio's blocking threads (a sled read may wait for the disk); opening, which
+//!   may wait for the directory's lock, and dropping, which joins the writer, hand a multi-threaded runtime's
+//!   worker over first, so no async worker thread waits on sled.
 //! - **Claims stay flat.** The writer picks a claim's job as the first key of each named queue's ready index,
 //!   whose order is the claim order (priority, then `run_at`, then id), skipping jobs that earlier claims of the
 //!   same round took, and moves it to running in the round's transaction: a few seeks, whatever the number of

@@ -51,42 +51,44 @@ pub(crate) fn promote_due(trees: &Trees, keys: &QueueKeys, now: DateTime<Utc>) -
     }
 }
 
-/// The first job in claim order of the queue that is due at `now` and not in `taken`.
+/// The jobs of one queue that are due at `now` and not in `taken`, in claim order, read from the ready index as
+/// they are asked for: taking several jobs of a queue is one pass over its first keys, not a new search per job.
 ///
-/// The ready index holds jobs that were due when they entered it, so its first key is normally the answer.
-/// Only when `now` is behind the time a job was queued at (one caller's clock behind another's) can the first
-/// key of a priority level be not yet due; then the rest of that level is later still, and the search jumps to
-/// the next level.
-pub(crate) fn head(
-    trees: &Trees,
-    keys: &QueueKeys,
+/// The ready index holds jobs that were due when they entered it, so its keys are normally due in order. Only
+/// when `now` is behind the time a job was queued at (one caller's clock behind another's) can a key of a
+/// priority level be not yet due; then the rest of that level is later still, and the cursor jumps to the next
+/// level.
+pub(crate) struct ReadyCursor<'a> {
+    trees: &'a Trees,
+    keys: &'a QueueKeys,
     now: DateTime<Utc>,
-    taken: &HashSet<IVec>,
-) -> StoreResult<Option<Head>> {
-    let ready = &trees[TreeId::JobsReady];
-    let mut from = keys.prefix().to_vec();
-    'levels: loop {
-        for entry in ready.range(from.as_slice()..) {
+    keys_left: sled::Iter,
+}
+
+impl<'a> ReadyCursor<'a> {
+    pub(crate) fn new(trees: &'a Trees, keys: &'a QueueKeys, now: DateTime<Utc>) -> Self {
+        let keys_left = trees[TreeId::JobsReady].range(keys.prefix()..);
+        Self { trees, keys, now, keys_left }
+    }
+
+    /// The next due job not in `taken`, or `None` when the queue has no more.
+    pub(crate) fn next_due(&mut self, taken: &HashSet<IVec>) -> StoreResult<Option<Head>> {
+        while let Some(entry) = self.keys_left.next() {
             let (key, _) = entry.sled()?;
-            if !key.starts_with(keys.prefix()) {
+            if !key.starts_with(self.keys.prefix()) {
                 return Ok(None);
             }
             if taken.contains(&key) {
                 continue;
             }
-            let entry = keys.decode_ready(&key)?;
-            if entry.run_at <= now {
+            let entry = self.keys.decode_ready(&key)?;
+            if entry.run_at <= self.now {
                 return Ok(Some(Head { key, entry }));
             }
-            match keys.next_level(entry.priority_key) {
-                Some(next) => {
-                    from = next;
-                    continue 'levels;
-                }
-                None => return Ok(None),
-            }
+            let Some(next) = self.keys.next_level(entry.priority_key) else { return Ok(None) };
+            self.keys_left = self.trees[TreeId::JobsReady].range(next..);
         }
-        return Ok(None);
+        Ok(None)
     }
 }
 

@@ -6,7 +6,10 @@
 //! parsing it ([`decode_job_head`]) and copies those bytes into the next version; callers parse it when they
 //! turn the row they got back into a [`Job`].
 
+use std::cell::RefCell;
+
 use serde_json::Value;
+use sled::IVec;
 use techhub_core::model::{
     Artifact, ArtifactInfo, ClientMeta, Email, Job, JobId, JobState, PasswordHash, Progress, Role, TokenHash,
     TokenKind, TokenRecord, User, UserId, WorkerId,
@@ -123,10 +126,29 @@ pub(crate) fn decode_token(hash: TokenHash, bytes: &[u8]) -> StoreResult<TokenRe
     Ok(record)
 }
 
+thread_local! {
+    /// Where job rows are encoded before they are copied into their `IVec`: every transition writes a row, and
+    /// a buffer kept per thread spares each a growing `Vec` of its own.
+    static JOB_ROW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Encodes `job` with `payload`, the JSON bytes of `job.payload` (serialized once at enqueue).
-pub(crate) fn encode_job(job: &Job, payload: &[u8]) -> StoreResult<Vec<u8>> {
+pub(crate) fn encode_job(job: &Job, payload: &[u8]) -> StoreResult<IVec> {
     let result = job.result.as_ref().map(to_json).transpose()?;
-    let mut w = Writer::with_capacity(96 + job.queue.len() + job.kind.len() + payload.len());
+    JOB_ROW.with(|buffer| {
+        // Taken, not borrowed: nothing below encodes another row, but a taken buffer cannot be borrowed twice.
+        let mut bytes = buffer.take();
+        bytes.clear();
+        let mut w = Writer::from_vec(bytes);
+        write_job(&mut w, job, result.as_deref(), payload);
+        let bytes = w.into_bytes();
+        let row = IVec::from(bytes.as_slice());
+        buffer.replace(bytes);
+        Ok(row)
+    })
+}
+
+fn write_job(w: &mut Writer, job: &Job, result: Option<&[u8]>, payload: &[u8]) {
     w.u8(FORMAT);
     w.str(&job.queue);
     w.str(&job.kind);
@@ -151,9 +173,8 @@ pub(crate) fn encode_job(job: &Job, payload: &[u8]) -> StoreResult<Vec<u8>> {
         w.option(info.file_name.as_deref(), Writer::str);
         w.u64(info.size);
     });
-    w.option(result.as_deref(), Writer::bytes);
+    w.option(result, Writer::bytes);
     w.rest(payload);
-    Ok(w.into_bytes())
 }
 
 /// A decoded job.

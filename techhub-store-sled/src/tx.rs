@@ -1,14 +1,19 @@
-//! One store call inside a sled transaction: a savepoint over the transaction's views of every tree.
+//! One store call's writes: staged in memory, then committed with the other calls of its round in one sled
+//! transaction over only the trees they touched.
 //!
-//! The writer runs many calls in one sled transaction (see [`writer`](crate::writer)). Each call reads through
-//! a [`Tx`], which sees the transaction's state plus the call's own writes, and buffers those writes; they
-//! reach the transaction only if the call succeeds, so a call that fails (a conflict) leaves no trace and the
-//! others in its batch are unaffected.
+//! The writer is the only thread that writes, so a call can run *before* the sled transaction: it reads the
+//! trees directly, through a [`Tx`] that first shows its own writes and then those of the earlier calls of its
+//! round ([`Pending`]), and buffers its writes. A call that succeeds adds them to the round's; one that fails
+//! drops them, leaving no trace and the other calls of its round unaffected. The round then commits the
+//! writes it collected in one sled transaction (atomic on disk and to readers), one write per key whatever
+//! the number of calls that changed it, over the trees written and no others.
 //!
-//! A call body sees the trees only through its `Tx`: sled 0.34 runs transactions under a process-wide lock,
-//! and a plain tree read from inside one would wait for that lock forever. Bodies are also free of side
-//! effects, as sled may run a transaction again. Range scans do not exist inside sled transactions; calls that
-//! need one scan before their transaction on the writer thread, the only thread that writes.
+//! Running calls outside the sled transaction matters for cost: sled 0.34 builds a view of every tree a
+//! transaction names and looks every written key up again as it is written, so a transaction over every tree
+//! that receives every call's writes one by one pays for all of that per call; staged writes pay it once per
+//! key and round. It also keeps readers on other threads moving, as sled holds its process-wide lock only for
+//! the short commit. Range scans are plain tree reads; a call that scans sees the round's committed state, not
+//! the staged writes, so calls that must scan run alone on the writer (see [`writer`](crate::writer)).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,7 +24,7 @@ use techhub_core::storage::{StoreError, StoreResult};
 
 use crate::engine::{TreeId, Trees, sled_error};
 
-/// The result type of call bodies: `Abort` fails the call; the other errors fail the whole transaction.
+/// The result type of call bodies: `Abort` fails the call; the other errors fail the whole round.
 pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Fails the call with `error`.
@@ -38,91 +43,168 @@ impl<T> OrAbort<T> for StoreResult<T> {
     }
 }
 
-/// A call's savepoint within a transaction over every tree.
+/// Writes to one tree: key → new value (`None` removes).
+type Staged = BTreeMap<IVec, Option<IVec>>;
+
+/// The writes of a round's calls that succeeded, per tree, not yet in sled.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// Indexed by [`TreeId`].
+    trees: Vec<Staged>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self { trees: vec![Staged::new(); TreeId::ALL.len()] }
+    }
+}
+
+impl Pending {
+    fn staged(&self, tree: TreeId, key: &[u8]) -> Option<&Option<IVec>> {
+        self.trees[tree as usize].get(key)
+    }
+
+    /// Adds a call's writes, which come after those already staged.
+    fn absorb(&mut self, writes: Vec<(TreeId, Staged)>) {
+        for (tree, mut writes) in writes {
+            let staged = &mut self.trees[tree as usize];
+            if staged.is_empty() {
+                *staged = writes;
+            } else {
+                staged.append(&mut writes);
+            }
+        }
+    }
+
+    /// Drops every staged write (the round's commit failed, or its calls are discarded).
+    pub(crate) fn clear(&mut self) {
+        self.trees.iter_mut().for_each(Staged::clear);
+    }
+
+    /// Commits every staged write in one sled transaction over the trees written, and empties itself (also when
+    /// the commit fails: the writes are then lost and their callers told so).
+    pub(crate) fn commit(&mut self, trees: &Trees) -> Result<(), sled::Error> {
+        let written: Vec<usize> = (0..self.trees.len()).filter(|&index| !self.trees[index].is_empty()).collect();
+        if written.is_empty() {
+            return Ok(());
+        }
+        let handles: Vec<sled::Tree> = written.iter().map(|&index| trees.all()[index].clone()).collect();
+        let outcome = handles.as_slice().transaction(|views: &Vec<TransactionalTree>| {
+            for (view, &index) in views.iter().zip(&written) {
+                for (key, value) in &self.trees[index] {
+                    match value {
+                        Some(value) => view.insert(key.clone(), value.clone())?,
+                        None => view.remove(key.clone())?,
+                    };
+                }
+            }
+            Ok::<_, ConflictableTransactionError<()>>(())
+        });
+        self.clear();
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(error)) => Err(error),
+            Err(TransactionError::Abort(())) => {
+                Err(sled::Error::ReportableBug("a commit of staged writes aborted".to_owned()))
+            }
+        }
+    }
+}
+
+/// A call's savepoint: the trees as the round left them, plus this call's own writes.
 pub(crate) struct Tx<'a> {
-    views: &'a [TransactionalTree],
-    /// This call's writes per tree (`None` removes), not yet in the transaction.
-    writes: RefCell<Vec<BTreeMap<IVec, Option<IVec>>>>,
+    trees: &'a Trees,
+    pending: &'a Pending,
+    /// This call's writes, for the few trees it writes.
+    writes: RefCell<Vec<(TreeId, Staged)>>,
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(views: &'a [TransactionalTree]) -> Self {
-        Self { views, writes: RefCell::new(vec![BTreeMap::new(); views.len()]) }
+    pub(crate) fn new(trees: &'a Trees, pending: &'a Pending) -> Self {
+        Self { trees, pending, writes: RefCell::new(Vec::new()) }
     }
 
     /// The view of one tree.
     pub(crate) fn tree(&self, id: TreeId) -> TxTree<'_> {
-        TxTree { tx: self, tree: id as usize }
+        TxTree { tx: self, tree: id }
     }
 
-    /// Hands the call's writes to the transaction: the call succeeded.
-    pub(crate) fn merge(self) -> TxResult<()> {
-        for (view, writes) in self.views.iter().zip(self.writes.into_inner()) {
-            for (key, value) in writes {
-                match value {
-                    Some(value) => view.insert(key, value)?,
-                    None => view.remove(key)?,
-                };
-            }
-        }
-        Ok(())
+    /// The call's writes, to add to the round's: the call succeeded.
+    fn into_writes(self) -> Vec<(TreeId, Staged)> {
+        self.writes.into_inner()
     }
+}
 
-    fn view(&self, tree: usize) -> TxResult<&TransactionalTree> {
-        self.views.get(tree).ok_or_else(|| {
-            abort(StoreError::backend(std::io::Error::other("a transaction was opened over the wrong trees")))
-        })
-    }
+/// Runs `body` as a call of the round `pending` collects: if it succeeds, its writes join the round's.
+pub(crate) fn run_call<T>(
+    trees: &Trees,
+    pending: &mut Pending,
+    body: impl FnOnce(&Tx<'_>) -> TxResult<T>,
+) -> TxResult<T> {
+    let tx = Tx::new(trees, pending);
+    let value = body(&tx)?;
+    let writes = tx.into_writes();
+    pending.absorb(writes);
+    Ok(value)
 }
 
 /// One tree as a call sees it.
 #[derive(Clone, Copy)]
 pub(crate) struct TxTree<'a> {
     tx: &'a Tx<'a>,
-    tree: usize,
+    tree: TreeId,
 }
 
 impl TxTree<'_> {
     pub(crate) fn get(&self, key: impl AsRef<[u8]>) -> TxResult<Option<IVec>> {
         let key = key.as_ref();
-        if let Some(written) = self.tx.writes.borrow().get(self.tree).and_then(|writes| writes.get(key)) {
+        let writes = self.tx.writes.borrow();
+        if let Some(written) =
+            writes.iter().find(|(tree, _)| *tree == self.tree).and_then(|(_, writes)| writes.get(key))
+        {
             return Ok(written.clone());
         }
-        Ok(self.tx.view(self.tree)?.get(key)?)
+        if let Some(staged) = self.tx.pending.staged(self.tree, key) {
+            return Ok(staged.clone());
+        }
+        self.tx.trees[self.tree].get(key).map_err(ConflictableTransactionError::Storage)
     }
 
     pub(crate) fn insert(&self, key: impl Into<IVec>, value: impl Into<IVec>) -> TxResult<()> {
-        self.write(key.into(), Some(value.into()))
+        self.write(key.into(), Some(value.into()));
+        Ok(())
     }
 
     pub(crate) fn remove(&self, key: impl Into<IVec>) -> TxResult<()> {
-        self.write(key.into(), None)
+        self.write(key.into(), None);
+        Ok(())
     }
 
-    fn write(&self, key: IVec, value: Option<IVec>) -> TxResult<()> {
+    fn write(&self, key: IVec, value: Option<IVec>) {
         let mut writes = self.tx.writes.borrow_mut();
-        let tree = writes.get_mut(self.tree).ok_or_else(|| {
-            abort(StoreError::backend(std::io::Error::other("a transaction was opened over the wrong trees")))
-        })?;
-        tree.insert(key, value);
-        Ok(())
+        let index = match writes.iter().position(|(tree, _)| *tree == self.tree) {
+            Some(index) => index,
+            None => {
+                writes.push((self.tree, Staged::new()));
+                writes.len() - 1
+            }
+        };
+        writes[index].1.insert(key, value);
     }
 }
 
-/// Runs `body` as one transaction over every tree, on its own (the writer's calls that scan first).
-pub(crate) fn transaction<R>(trees: &Trees, body: impl Fn(&Tx<'_>) -> TxResult<R>) -> StoreResult<R> {
-    trees
-        .all()
-        .transaction(|views: &Vec<TransactionalTree>| {
-            let tx = Tx::new(views);
-            let result = body(&tx)?;
-            tx.merge()?;
-            Ok(result)
-        })
-        .map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => sled_error(error),
-        })
+/// Runs `body` as one transaction on its own (the writer's calls that scan first).
+pub(crate) fn transaction<R>(trees: &Trees, body: impl FnOnce(&Tx<'_>) -> TxResult<R>) -> StoreResult<R> {
+    let mut pending = Pending::default();
+    let result = run_call(trees, &mut pending, body).map_err(|error| match error {
+        ConflictableTransactionError::Abort(error) => error,
+        ConflictableTransactionError::Storage(error) => sled_error(error),
+        ConflictableTransactionError::Conflict => {
+            StoreError::backend(std::io::Error::other("a store call reported a conflict"))
+        }
+    })?;
+    pending.commit(trees).map_err(sled_error)?;
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -133,26 +215,48 @@ mod tests {
     fn a_failed_call_leaves_no_trace_and_later_calls_see_earlier_ones() {
         let db = sled::Config::new().temporary(true).open().expect("opens");
         let trees = Trees::open(&db).expect("trees");
-        let outcomes = trees
-            .all()
-            .transaction(|views: &Vec<TransactionalTree>| {
-                let first = Tx::new(views);
-                first.tree(TreeId::Users).insert(b"a".as_slice(), b"1".as_slice())?;
-                assert_eq!(first.tree(TreeId::Users).get(b"a")?.as_deref(), Some(b"1".as_slice()), "reads its writes");
-                first.merge()?;
+        let mut pending = Pending::default();
+        run_call(&trees, &mut pending, |first| {
+            first.tree(TreeId::Users).insert(b"a".as_slice(), b"1".as_slice())?;
+            assert_eq!(first.tree(TreeId::Users).get(b"a")?.as_deref(), Some(b"1".as_slice()), "reads its writes");
+            Ok(())
+        })
+        .expect("succeeds");
+        let failed = run_call(&trees, &mut pending, |failed| {
+            failed.tree(TreeId::Users).insert(b"b".as_slice(), b"2".as_slice())?;
+            failed.tree(TreeId::Users).remove(b"a".as_slice())?;
+            Err::<(), _>(abort(StoreError::NotFound))
+        });
+        assert!(matches!(failed, Err(ConflictableTransactionError::Abort(StoreError::NotFound))));
+        let seen = run_call(&trees, &mut pending, |last| {
+            Ok((last.tree(TreeId::Users).get(b"a")?, last.tree(TreeId::Users).get(b"b")?))
+        })
+        .expect("reads");
+        assert_eq!(seen, (Some(IVec::from(b"1".as_slice())), None));
+        assert_eq!(trees[TreeId::Users].get(b"a").expect("reads"), None, "nothing reaches sled before the commit");
 
-                let failed = Tx::new(views);
-                failed.tree(TreeId::Users).insert(b"b".as_slice(), b"2".as_slice())?;
-                failed.tree(TreeId::Users).remove(b"a".as_slice())?;
-                drop(failed);
-
-                let last = Tx::new(views);
-                let seen = (last.tree(TreeId::Users).get(b"a")?, last.tree(TreeId::Users).get(b"b")?);
-                Ok::<_, ConflictableTransactionError<StoreError>>(seen)
-            })
-            .expect("commits");
-        assert_eq!(outcomes, (Some(IVec::from(b"1".as_slice())), None));
+        pending.commit(&trees).expect("commits");
         assert_eq!(trees[TreeId::Users].get(b"a").expect("reads"), Some(IVec::from(b"1".as_slice())));
         assert_eq!(trees[TreeId::Users].get(b"b").expect("reads"), None);
+        assert!(pending.trees.iter().all(Staged::is_empty), "a commit empties the round");
+    }
+
+    #[test]
+    fn a_round_commits_the_last_write_of_each_key_over_several_trees() {
+        let db = sled::Config::new().temporary(true).open().expect("opens");
+        let trees = Trees::open(&db).expect("trees");
+        trees[TreeId::Jobs].insert(b"gone", b"old".as_slice()).expect("seeds");
+        let mut pending = Pending::default();
+        for n in 0u8..3 {
+            run_call(&trees, &mut pending, |tx| {
+                tx.tree(TreeId::JobCounts).insert(b"q".as_slice(), [n].as_slice())?;
+                tx.tree(TreeId::Jobs).remove(b"gone".as_slice())?;
+                Ok(())
+            })
+            .expect("succeeds");
+        }
+        pending.commit(&trees).expect("commits");
+        assert_eq!(trees[TreeId::JobCounts].get(b"q").expect("reads"), Some(IVec::from([2u8].as_slice())));
+        assert_eq!(trees[TreeId::Jobs].get(b"gone").expect("reads"), None);
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! sled 0.34 makes each transaction expensive in fixed costs (it runs under a process-wide lock and writes out
 //! its IO buffer twice), and a flush blocks every transaction while it waits for the disk. So the writer takes
-//! every call waiting, runs them in one transaction (each in its own savepoint, [`Tx`]: a call that fails
-//! leaves no trace and does not sink the others), flushes once if the policy asks, and only then answers them
-//! all. Calls that arrive meanwhile make the next round.
+//! every call waiting, runs them one after the other (each in its own savepoint, [`Tx`]: a call that fails
+//! leaves no trace and does not sink the others), commits what they wrote in one transaction over the trees
+//! they touched ([`Pending`]), flushes once if the policy asks, and only then answers them all. Calls that
+//! arrive meanwhile make the next round.
 //!
 //! Being the only thread that writes, the writer can read before a transaction and rely on what it read:
 //! claims pick their jobs from the ready index just before their round's transaction (see
@@ -18,13 +19,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use sled::Db;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
+use sled::transaction::ConflictableTransactionError;
 use techhub_core::storage::{StoreError, StoreResult};
 use tokio::sync::oneshot;
 
 use crate::claims::{Claim, ClaimRequest, Claimed, choose};
 use crate::engine::{Trees, sled_error};
-use crate::tx::{Tx, TxResult};
+use crate::tx::{Pending, Tx, TxResult, run_call};
 
 /// The most calls one round takes.
 const MAX_ROUND: usize = 1_024;
@@ -32,31 +33,27 @@ const MAX_ROUND: usize = 1_024;
 /// Answers a call once its round is durable; gets the flush's error, if the flush failed.
 pub(crate) type Finish = Box<dyn FnOnce(Option<&sled::Error>) + Send>;
 
-/// A call that runs inside a round's transaction.
+/// A call that runs in a round.
 trait Call: Send {
     /// Runs the call in its own savepoint: a failure of the call is kept as its outcome; a failure of the
-    /// transaction itself is returned.
-    fn apply(&self, views: &[TransactionalTree]) -> TxResult<()>;
+    /// round itself (a sled error) is returned.
+    fn apply(&self, trees: &Trees, pending: &mut Pending) -> TxResult<()>;
 
     /// The answer to give once the round is flushed; `failed` if the round's transaction failed.
     fn finish(self: Box<Self>, failed: Option<&sled::Error>) -> Finish;
 }
 
-/// Runs `body` in a savepoint of the round's transaction. Its own failure (a conflict, or even a panic) becomes
-/// its outcome and discards its writes; a failure of the transaction (a sled error, a conflict sled wants to
-/// retry) is returned, to end or re-run the round.
+/// Runs `body` in a savepoint of the round. Its own failure (a conflict, or even a panic) becomes its outcome
+/// and discards its writes; a failure of the round (a sled error) is returned, to end the round.
 pub(crate) fn in_savepoint<T>(
-    views: &[TransactionalTree],
+    trees: &Trees,
+    pending: &mut Pending,
     body: impl FnOnce(&Tx<'_>) -> TxResult<T>,
 ) -> TxResult<StoreResult<T>> {
-    let tx = Tx::new(views);
-    // Unwind safety: a call's writes live in its savepoint until `merge`, which runs only after the body
-    // returned, so a panicking body leaves nothing half-written; the savepoint is dropped.
-    match catch_unwind(AssertUnwindSafe(|| body(&tx))) {
-        Ok(Ok(value)) => {
-            tx.merge()?;
-            Ok(Ok(value))
-        }
+    // Unwind safety: a call's writes live in its savepoint until they join the round's, which happens only
+    // after the body returned, so a panicking body leaves nothing half-written; the savepoint is dropped.
+    match catch_unwind(AssertUnwindSafe(|| run_call(trees, pending, body))) {
+        Ok(Ok(value)) => Ok(Ok(value)),
         Ok(Err(ConflictableTransactionError::Abort(error))) => Ok(Err(error)),
         Ok(Err(other)) => Err(other),
         Err(_) => {
@@ -66,10 +63,8 @@ pub(crate) fn in_savepoint<T>(
     }
 }
 
-/// What a caller asked for: `body` runs in a savepoint of the round's transaction.
-///
-/// sled may run a transaction again, so the outcome is a slot each run overwrites: only the outcome of the run
-/// that committed is answered.
+/// What a caller asked for: `body` runs in a savepoint of the round; the outcome waits in a slot until the
+/// round is committed.
 struct Write<T, F> {
     body: F,
     outcome: RefCell<Option<StoreResult<T>>>,
@@ -81,8 +76,8 @@ where
     T: Send + 'static,
     F: Fn(&Tx<'_>) -> TxResult<T> + Send,
 {
-    fn apply(&self, views: &[TransactionalTree]) -> TxResult<()> {
-        *self.outcome.borrow_mut() = Some(in_savepoint(views, |tx| (self.body)(tx))?);
+    fn apply(&self, trees: &Trees, pending: &mut Pending) -> TxResult<()> {
+        *self.outcome.borrow_mut() = Some(in_savepoint(trees, pending, |tx| (self.body)(tx))?);
         Ok(())
     }
 
@@ -239,9 +234,9 @@ impl Round {
         self.claims.is_empty() && self.writes.is_empty()
     }
 
-    /// Runs the round's calls in one transaction, claims first (they picked their jobs from the state before
-    /// it), and queues their answers.
-    fn commit(&mut self, trees: &Trees, finishes: &mut Vec<Finish>) {
+    /// Runs the round's calls, claims first (they picked their jobs from the state before the round), commits
+    /// their writes in one transaction, and queues their answers.
+    fn commit(&mut self, trees: &Trees, pending: &mut Pending, finishes: &mut Vec<Finish>) {
         if self.is_empty() {
             return;
         }
@@ -251,20 +246,20 @@ impl Round {
             let message = error.to_string();
             finishes.extend(claims.drain(..).map(|claim| claim.fail(&message)));
         }
-        let result = trees.all().transaction(|views: &Vec<TransactionalTree>| {
-            for claim in &claims {
-                claim.apply(views)?;
+        let ran = claims
+            .iter()
+            .try_for_each(|claim| claim.apply(trees, pending))
+            .and_then(|()| writes.iter().try_for_each(|write| write.apply(trees, pending)));
+        let failed = match ran {
+            Ok(()) => pending.commit(trees).err(),
+            Err(error) => {
+                pending.clear();
+                Some(match error {
+                    ConflictableTransactionError::Storage(error) => error,
+                    // Calls keep their own aborts; a conflict is not raised by any call.
+                    other => sled::Error::ReportableBug(format!("a store call failed its round: {other:?}")),
+                })
             }
-            for write in &writes {
-                write.apply(views)?;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        });
-        let failed = match result {
-            Ok(()) => None,
-            Err(TransactionError::Storage(error)) => Some(error),
-            // Calls keep their own failures; an abort of the whole transaction is not raised by any call.
-            Err(TransactionError::Abort(error)) => Some(sled::Error::ReportableBug(error.to_string())),
         };
         if let Some(error) = &failed {
             tracing::error!(error = %error, calls = claims.len() + writes.len(), "a sled write transaction failed");
@@ -276,6 +271,7 @@ impl Round {
 
 /// Takes every call waiting, runs them in rounds, flushes, answers; until the store is dropped.
 fn write_loop(db: &Db, trees: &Trees, flush_every_round: bool, requests: &Receiver<Request>) {
+    let mut pending = Pending::default();
     while let Ok(first) = requests.recv() {
         let mut round = Round::default();
         let mut finishes: Vec<Finish> = Vec::new();
@@ -287,14 +283,14 @@ fn write_loop(db: &Db, trees: &Trees, flush_every_round: bool, requests: &Receiv
                 Request::Claim(claim) => round.claims.push(*claim),
                 Request::Alone(alone) => {
                     // What came before it commits first, so it sees the state its callers expect.
-                    round.commit(trees, &mut finishes);
+                    round.commit(trees, &mut pending, &mut finishes);
                     finishes.push(alone(trees));
                 }
             }
             taken += 1;
             next = if taken < MAX_ROUND { requests.try_recv().ok() } else { None };
         }
-        round.commit(trees, &mut finishes);
+        round.commit(trees, &mut pending, &mut finishes);
         let flush_error = if flush_every_round { db.flush().err() } else { None };
         if let Some(error) = &flush_error {
             tracing::error!(error = %error, "flushing the sled database failed; the round's callers are told so");
