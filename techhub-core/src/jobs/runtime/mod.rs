@@ -48,7 +48,7 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often a running job's lease is extended (and its cancel flag read; default 10 s).
     pub heartbeat_interval: Duration,
-    /// How often idle workers look for work enqueued by other processes (default 1 s).
+    /// How often an idle queue's producer looks for work enqueued by other processes or come due (default 1 s).
     pub poll_interval: Duration,
     /// How often expired leases are rescued (default 5 s).
     pub rescue_interval: Duration,
@@ -183,7 +183,7 @@ impl WorkerHandle {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Wakes every idle worker now (they also wake on local enqueues and every poll interval).
+    /// Wakes every queue's producer now (they also wake on local enqueues and every poll interval).
     pub fn wake(&self) {
         self.hub.signals().wake_all();
     }
