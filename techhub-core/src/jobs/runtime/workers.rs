@@ -144,7 +144,12 @@ impl QueueWorkers {
                 self.hand_on(Vec::new(), Next::Claim);
                 return None;
             }
-            let want = 1 + self.dispatch().waiting;
+            let want = {
+                // Jobs already claimed for waiting workers are theirs: claiming more for them would leave jobs
+                // leased with nobody to run them.
+                let dispatch = self.dispatch();
+                1 + dispatch.waiting.saturating_sub(dispatch.claimed.len())
+            };
             let Some(places) = self.places(want).await else {
                 self.hand_on(Vec::new(), Next::Claim);
                 return None;
