@@ -32,7 +32,7 @@ impl JobSignals {
         }
     }
 
-    /// Wakes every idle worker of every queue (after rescuing jobs, or on demand).
+    /// Wakes every queue's claimer (after rescuing jobs, or on demand).
     pub(crate) fn wake_all(&self) {
         for notify in self.queues.lock().unwrap_or_else(PoisonError::into_inner).values() {
             notify.notify_waiters();

@@ -8,7 +8,7 @@
 //! up to [`MAX_BATCH`]) until the pile is empty. So an attempt on an idle runtime is recorded at once, in its
 //! worker's task; on a fast store (memory) each worker records its own jobs, as cheaply as a single write;
 //! and under load on a slow store the batches grow with the store's write time while no worker waits on
-//! writes but its first.
+//! writes but the ones it starts (and a worker that starts a write waits for it, its batch's reports included).
 //!
 //! The settler task ends once every worker has ended and the pile is written, which is what graceful shutdown
 //! waits for. A crash loses the pile: those jobs' leases expire and they run again (jobs run at least once).
@@ -56,7 +56,8 @@ struct Pile {
 
 struct PileState {
     finished: Vec<Finished>,
-    /// A worker or the settler task is writing a batch; whoever it is writes the pile before it stops.
+    /// A worker or the settler task is writing a batch. A worker writes one and hands what piled up meanwhile to
+    /// the settler task; the task writes until the pile is empty.
     writing: bool,
 }
 
@@ -73,9 +74,19 @@ impl Settler {
             }
             state.writing = true;
         }
-        let batch = self.pile.take();
-        write(&self.pile.hub, batch).await;
-        if !self.pile.end_write() && self.handoff.send(()).is_err() {
+        let writing = Writing(self);
+        write(&writing.0.pile.hub, self.pile.take()).await;
+    }
+}
+
+/// A worker's write under way: ends it when dropped, also if the write panicked, handing what piled up
+/// meanwhile to the settler task (so `writing` never stays set with nobody writing).
+struct Writing<'a>(&'a Settler);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let Settler { pile, handoff } = self.0;
+        if !pile.end_write() && handoff.send(()).is_err() {
             tracing::warn!("the runtime stopped before finished attempts were recorded; their jobs will run again");
         }
     }

@@ -1,13 +1,14 @@
 //! A queue's workers, and how they share claims: a worker that needs a job takes one already claimed for it,
-//! or claims. One worker at a time claims, for itself and for every worker waiting at that moment, in one
-//! [`JobStore::claim_many`] call, and wakes those it claimed for. So on a fast store (memory) a busy worker
+//! or claims. One worker at a time claims, for itself and for every waiting worker not yet served (as many as
+//! free places and the rate limit allow), in one [`JobStore::claim_many`] call, and wakes those it claimed for. So on a fast store (memory) a busy worker
 //! claims its next job itself, with no hand-off between tasks, while on a slow store the workers that became
 //! idle during one claim share the next. The claimer of an idle queue is the one worker that waits for a
 //! wake-up (a local enqueue) or the poll interval; the others wait for it.
 //!
 //! Two bounds per queue: `workers` handlers run at once, and at most twice that many jobs are claimed but not
-//! yet recorded (freed when the job's settlement is written), so that a slow store slows claiming down instead
-//! of piling up leases.
+//! yet recorded (freed when the job's settlement is written, or found not writable), so that a slow store slows
+//! claiming down instead of piling up leases. Jobs claimed while the runtime stops are given back at once
+//! rather than started after the stop.
 //!
 //! [`JobStore::claim_many`]: crate::storage::JobStore::claim_many
 
@@ -18,11 +19,12 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 
 use super::QueueConfig;
 use super::attempt::Attempts;
-use crate::model::{Job, WorkerId};
+use super::settler::Finished;
+use crate::model::{Job, Settlement, WorkerId};
 
 /// How many claimed jobs a queue may hold per worker: one running, one waiting for its batch.
 const HELD_PER_WORKER: usize = 2;
@@ -49,9 +51,9 @@ pub(super) struct QueueWorkers {
 struct Dispatch {
     /// Jobs claimed for waiting workers, not yet taken.
     claimed: VecDeque<Assignment>,
-    /// A worker is claiming (or waiting, as the claimer, for work or for its rate limit).
+    /// A worker is claiming (or waiting, as the claimer, for work, its rate limit or a free place).
     claiming: bool,
-    /// Workers waiting for a job or for the claimer's role.
+    /// Workers waiting for a job or for the claimer's role (also those woken but not yet back at the lock).
     waiting: usize,
     /// How the next claimer begins: at once, or waiting as the last claim found.
     next: Next,
@@ -83,7 +85,13 @@ impl QueueWorkers {
         for _ in 0..this.queue.workers {
             workers.spawn(this.clone().work());
         }
-        while workers.join_next().await.is_some() {}
+        while let Some(ended) = workers.join_next().await {
+            if let Err(error) = ended
+                && error.is_panic()
+            {
+                tracing::error!(queue = %this.queue.name, "a worker panicked; the queue runs with one worker less");
+            }
+        }
     }
 
     /// A worker: runs one job after another, claiming when nobody has claimed for it.
@@ -99,7 +107,7 @@ impl QueueWorkers {
     }
 
     /// The worker's next job: one claimed for it, or one it claims; `None` once the runtime stopped. A job
-    /// claimed for it is taken even after the stop (its attempt then runs within the shutdown grace).
+    /// claimed for it before the stop is taken even after it (its attempt then runs within the shutdown grace).
     async fn next_job(&self) -> Option<Assignment> {
         let stop = &self.attempts.stop;
         loop {
@@ -137,11 +145,12 @@ impl QueueWorkers {
     }
 
     /// Claims, as the queue's claimer, until it has a job for itself; `None` if the runtime stopped first. It
-    /// claims for the waiting workers too, and hands the claimer's role on when it returns.
+    /// claims for the waiting workers too, and hands the claimer's role on when it returns (or panics).
     async fn claim_as_claimer(&self, mut next: Next) -> Option<Assignment> {
+        let stop = &self.attempts.stop;
+        let mut role = ClaimerRole { workers: self, claimed: Vec::new(), next: Next::Claim };
         loop {
             if !self.pause(next).await {
-                self.hand_on(Vec::new(), Next::Claim);
                 return None;
             }
             let want = {
@@ -150,10 +159,10 @@ impl QueueWorkers {
                 let dispatch = self.dispatch();
                 1 + dispatch.waiting.saturating_sub(dispatch.claimed.len())
             };
-            let Some(places) = self.places(want).await else {
-                self.hand_on(Vec::new(), Next::Claim);
+            let places = self.places(want).await?;
+            if stop.is_cancelled() {
                 return None;
-            };
+            }
             let jobs;
             (jobs, next) = match self.claim(places.len()).await {
                 Ok(claimed) => claimed,
@@ -161,12 +170,32 @@ impl QueueWorkers {
             };
             // At most one job per place; places not used are given back here.
             let mut assignments: Vec<Assignment> = jobs.into_iter().zip(places).collect();
-            if !assignments.is_empty() {
-                let mine = assignments.remove(0);
-                self.hand_on(assignments, next);
-                return Some(mine);
+            if assignments.is_empty() {
+                continue;
             }
+            if stop.is_cancelled() {
+                // The waiting workers have left: one worker would start these one after another after the stop,
+                // each with a fresh grace and no heartbeat until it starts, outliving their leases.
+                self.give_back(assignments).await;
+                return None;
+            }
+            let mine = assignments.remove(0);
+            (role.claimed, role.next) = (assignments, next);
+            return Some(mine);
         }
+    }
+
+    /// Gives back jobs claimed but not started (the runtime stopped), without charging an attempt, and their
+    /// rate-limit starts.
+    async fn give_back(&self, assignments: Vec<Assignment>) {
+        let count = assignments.len();
+        for (job, held) in assignments {
+            let Some(lease) = job.lease() else { continue };
+            let job_id = lease.job_id;
+            let settlement = Settlement::Release { lease };
+            self.attempts.settler.settle(Finished { settlement, job_id, started: Instant::now(), held }).await;
+        }
+        self.return_starts(count).await;
     }
 
     /// Leaves the claimer's role with the jobs claimed for others, and wakes one waiting worker per job, plus
@@ -189,9 +218,10 @@ impl QueueWorkers {
     /// runtime stopped while waiting.
     async fn places(&self, want: usize) -> Option<Vec<OwnedSemaphorePermit>> {
         let first = tokio::select! {
+            biased;
+            () = self.attempts.stop.cancelled() => return None,
             // The semaphore is never closed, so acquiring only waits.
             permit = self.held.clone().acquire_owned() => permit.ok()?,
-            () = self.attempts.stop.cancelled() => return None,
         };
         let mut places = vec![first];
         while places.len() < want {
@@ -268,5 +298,19 @@ impl QueueWorkers {
             () = sleep(wait) => true,
             () = stop.cancelled() => false,
         }
+    }
+}
+
+/// The claimer's role while a worker holds it, with what it claimed for the others: handed on when dropped,
+/// so that a worker whose store call panicked does not leave its queue without a claimer.
+struct ClaimerRole<'a> {
+    workers: &'a QueueWorkers,
+    claimed: Vec<Assignment>,
+    next: Next,
+}
+
+impl Drop for ClaimerRole<'_> {
+    fn drop(&mut self) {
+        self.workers.hand_on(std::mem::take(&mut self.claimed), self.next);
     }
 }
