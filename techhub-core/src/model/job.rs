@@ -440,7 +440,7 @@ impl Settlement {
 
     /// Adds `write` to what this settle writes.
     #[must_use]
-    pub fn with(mut self, write: SideWrite) -> Self {
+    pub fn with_side_write(mut self, write: SideWrite) -> Self {
         match &mut self {
             Self::Complete { side_writes, .. }
             | Self::Fail { side_writes, .. }

@@ -229,7 +229,7 @@ impl Attempts {
         // What the handler asked to store with its outcome, and the news of it, published once it is stored.
         let job_id = settlement.lease().job_id;
         self.hub.held_events().hold(job_id, ctx.take_held_events());
-        Some(ctx.take_side_writes().into_iter().fold(settlement, Settlement::with))
+        Some(ctx.take_side_writes().into_iter().fold(settlement, Settlement::with_side_write))
     }
 
     /// A failed attempt, retried after the backoff (or the handler's own delay) unless it is permanent.
