@@ -14,6 +14,7 @@ use crate::builds::{BUILD_QUEUE, BUILD_RUN, BuildExecutor, BuildLogs, BuildRunHa
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::{Event, EventBus};
+use crate::jobs::held_events::HeldEvents;
 use crate::jobs::signals::JobSignals;
 use crate::jobs::{HandlerOptions, JobHandler, JobService, Registry};
 use crate::notify::{
@@ -40,6 +41,7 @@ pub(crate) struct HubInner {
     events: EventBus,
     handlers: Registry,
     signals: JobSignals,
+    held_events: HeldEvents,
     notifier: Arc<dyn Notifier>,
     templates: Templates,
     notify_channels: NotifyChannels,
@@ -198,6 +200,11 @@ impl TechHub {
     pub(crate) fn signals(&self) -> &JobSignals {
         &self.inner.signals
     }
+
+    /// The events held until their attempts' settles are written.
+    pub(crate) fn held_events(&self) -> &HeldEvents {
+        &self.inner.held_events
+    }
 }
 
 impl fmt::Debug for TechHub {
@@ -338,6 +345,7 @@ impl TechHubBuilder {
                 events,
                 handlers,
                 signals: JobSignals::default(),
+                held_events: HeldEvents::default(),
                 notifier: self.notifier.unwrap_or_else(|| Arc::new(OutboxNotifier::new())),
                 templates,
                 notify_channels,

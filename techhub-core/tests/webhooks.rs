@@ -254,6 +254,45 @@ async fn failures_are_retried_with_the_same_webhook_id_and_every_attempt_is_reco
     assert_eq!((healthy.failure_streak, healthy.failing_since), (0, None), "a success resets the streak");
 }
 
+/// A delivery's record is written by its job's settle, with the job's outcome: each `notification.updated`
+/// event comes once that write is stored (the store already shows at least what the event tells, and the job's
+/// outcome with it), and it tells the status and the count of attempts, nothing secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_notification_update_is_published_once_its_record_and_job_outcome_are_stored() {
+    let hub = hub_with(config(), None);
+    let mut events = hub.subscribe();
+    let _workers = workers(&hub);
+    let (at, mut received) = receiver(vec![answer(500), answer(200)]).await;
+    let (endpoint, secret) = webhook(&hub, format!("http://{at}/hooks"), &["build.failed"]).await;
+    let queued = hub
+        .notifications()
+        .send(&Actor::System, Channel::Webhook, &endpoint.id.to_string(), "", r#"{"hello": "world"}"#)
+        .await
+        .expect("queued");
+    let job_id = queued.job_id.expect("a queued notification names its job");
+    let mut told = Vec::new();
+    while told.last().is_none_or(|(status, _)| status != "sent") {
+        let event = event_of(&mut events, EventKind::NotificationUpdated).await;
+        let stored = hub.storage().get_notification(queued.id).await.expect("read").expect("exists");
+        let job = hub.storage().get_job(job_id).await.expect("read").expect("exists");
+        let status = event.data["status"].as_str().expect("a status").to_owned();
+        let attempts = u32::try_from(event.data["attempts"].as_u64().expect("a count")).expect("small");
+        assert!(stored.attempts >= attempts, "the event came after its record was stored: {stored:?}");
+        if status == "sent" {
+            assert_eq!(stored.status, NotificationStatus::Sent);
+            assert_eq!(job.state, techhub_core::model::JobState::Succeeded, "the job's outcome is stored with it");
+        }
+        let mut keys: Vec<&str> = event.data.as_object().expect("an object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["attempts", "channel", "notification_id", "status"]);
+        let text = event.data.to_string();
+        assert!(!text.contains(&secret) && !text.contains("whsec_") && !text.contains("/hooks"), "{text}");
+        told.push((status, attempts));
+    }
+    assert_eq!(told, [("pending".to_owned(), 1), ("sent".to_owned(), 2)]);
+    assert_eq!(next(&mut received).await.path, "/hooks");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_the_endpoint_and_publishes_endpoint_disabled() {
     let hub = hub_with(config(), None);

@@ -23,7 +23,7 @@ use techhub_core::model::{
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 
-use crate::{MemoryStore, paging};
+use crate::{MemoryStore, paging, write};
 
 #[derive(Debug)]
 struct StoredJob {
@@ -346,7 +346,12 @@ impl JobStore for MemoryStore {
         settlements: Vec<Settlement>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<Job>>> {
-        // One index lock for the whole batch: no claim or other transition sees it half applied.
+        // The notifications' lock (taken before the index's, as everywhere) only for a batch that records
+        // deliveries, then one index lock for the whole batch: no claim or other transition sees it half applied.
+        let mut notifications = settlements
+            .iter()
+            .any(|settlement| settlement.deliveries().next().is_some())
+            .then(|| write(&self.notifications));
         let mut index = self.jobs.lock_index();
         Ok(settlements
             .into_iter()
@@ -355,6 +360,11 @@ impl JobStore for MemoryStore {
                 index.leave(&entry.job);
                 settlement.apply(&mut entry.job, now);
                 index.enter(&entry.job);
+                if let Some(notifications) = notifications.as_mut() {
+                    for record in settlement.deliveries() {
+                        notifications.record_delivery(record, now);
+                    }
+                }
                 if let Settlement::Complete { artifact, .. } = settlement {
                     entry.artifact = artifact;
                 }

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use techhub_core::model::{
-    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
-    PageRequest,
+    Channel, DeliveryRecord, Job, Notification, NotificationCount, NotificationFilter, NotificationId,
+    NotificationStatus, Page, PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult};
 
@@ -18,6 +19,19 @@ pub(crate) struct NotificationTables {
 }
 
 impl NotificationTables {
+    /// Applies a delivery record a settle carries; a missing notification is skipped (the contract's rule).
+    pub(crate) fn record_delivery(&mut self, record: &DeliveryRecord, now: DateTime<Utc>) {
+        let Some(stored) = self.by_id.get_mut(&record.notification_id) else { return };
+        let before = (stored.channel, stored.status);
+        stored.record_delivery(record, now);
+        let after = (stored.channel, stored.status);
+        if before != after {
+            let count = self.counts.entry(before).or_default();
+            *count = count.saturating_sub(1);
+            *self.counts.entry(after).or_default() += 1;
+        }
+    }
+
     fn count(&mut self, notification: &Notification, delta: i64) {
         let count = self.counts.entry((notification.channel, notification.status)).or_default();
         *count = count.saturating_add_signed(delta);

@@ -191,6 +191,32 @@ impl Pipelined {
         rows.db()
     }
 
+    /// The rows of two statements, run in order inside the transaction in one round trip (its `BEGIN` sent
+    /// just before, the first time).
+    pub(crate) async fn query_two(
+        &mut self,
+        first: (&str, &[&(dyn ToSql + Sync)]),
+        second: (&str, &[&(dyn ToSql + Sync)]),
+    ) -> StoreResult<(Vec<Row>, Vec<Row>)> {
+        let client = self.client()?;
+        let first_statement = client.prepare_cached(first.0).await.db()?;
+        let second_statement = client.prepare_cached(second.0).await.db()?;
+        let (begun, first_rows, second_rows) = if self.begun {
+            let (first_rows, second_rows) = tokio::join!(biased;
+                client.query(&first_statement, first.1), client.query(&second_statement, second.1));
+            (Ok(()), first_rows, second_rows)
+        } else {
+            // Polled in order the first time: `BEGIN` is sent first, then the statements in their order.
+            tokio::join!(biased;
+                client.batch_execute("BEGIN"),
+                client.query(&first_statement, first.1),
+                client.query(&second_statement, second.1))
+        };
+        begun.db()?;
+        self.begun = true;
+        Ok((first_rows.db()?, second_rows.db()?))
+    }
+
     /// Runs `writes` (statements and their parameters, in order) inside the transaction and commits with them,
     /// all in one round trip; returns how many rows each changed. Any failure rolls the whole transaction back.
     pub(crate) async fn commit_with(self, writes: &[(&str, &[&(dyn ToSql + Sync)])]) -> StoreResult<Vec<u64>> {

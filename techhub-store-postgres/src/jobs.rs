@@ -20,8 +20,8 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use techhub_core::clock;
 use techhub_core::model::{
-    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Page, PageRequest, Progress, QueueCounts,
-    QueueStarts, RateBucket, RateLimit, Settlement, WorkerId,
+    Artifact, Job, JobFailure, JobFilter, JobId, JobState, Lease, Notification, NotificationId, Page, PageRequest,
+    Progress, QueueCounts, QueueStarts, RateBucket, RateLimit, Settlement, WorkerId,
 };
 use techhub_core::storage::{Conflict, JobStore, StoreError, StoreResult, decisions};
 use tokio_postgres::types::ToSql;
@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::PostgresStore;
 use crate::db::{Db, Pipelined, execute, query, query_one, query_opt};
+use crate::notifications::{LOCK_NOTIFICATIONS, NotificationUpdate, UPDATE_NOTIFICATIONS};
 use crate::rows::{self, JOB_COLUMNS, big, to_json};
 
 /// Folds the job count rows of server sessions that ended into session 0's, so they do not pile up as
@@ -537,7 +538,15 @@ impl JobStore for PostgresStore {
         };
         // With a file: the job and its artifact in one transaction, the row locked while both are written.
         let settled = self
-            .settle_many(vec![Settlement::Complete { lease: lease.clone(), result, artifact: Some(artifact) }], now)
+            .settle_many(
+                vec![Settlement::Complete {
+                    lease: lease.clone(),
+                    result,
+                    artifact: Some(artifact),
+                    side_writes: Vec::new(),
+                }],
+                now,
+            )
             .await?;
         settled.into_iter().next().unwrap_or(Err(StoreError::NotFound))
     }
@@ -562,10 +571,23 @@ impl JobStore for PostgresStore {
         }
         // One round trip locks and reads every job (`BEGIN` with it), one writes them all back and commits.
         let ids: Vec<Uuid> = settlements.iter().map(|settlement| *settlement.lease().job_id.as_uuid()).collect();
+        // The notifications the batch records deliveries on are locked and read in the same round trip, after
+        // the jobs (the order every settle takes its locks in).
+        let mut notification_ids: Vec<Uuid> = Vec::new();
+        for record in settlements.iter().flat_map(Settlement::deliveries) {
+            if !notification_ids.contains(record.notification_id.as_uuid()) {
+                notification_ids.push(*record.notification_id.as_uuid());
+            }
+        }
         let mut transaction = Pipelined::new(self.client().await?);
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-        let rows = match transaction.query(&sql, &[&ids]).await {
-            Ok(rows) => rows,
+        let read = if notification_ids.is_empty() {
+            transaction.query(&sql, &[&ids]).await.map(|rows| (rows, Vec::new()))
+        } else {
+            transaction.query_two((&sql, &[&ids]), (LOCK_NOTIFICATIONS, &[&notification_ids])).await
+        };
+        let (rows, notification_rows) = match read {
+            Ok(read) => read,
             Err(error) => {
                 transaction.rollback().await;
                 return Err(error);
@@ -576,6 +598,13 @@ impl JobStore for PostgresStore {
             let job = rows::job(row)?;
             current.insert(job.id, job);
         }
+        let mut notifications: HashMap<NotificationId, Notification> = HashMap::with_capacity(notification_rows.len());
+        for row in &notification_rows {
+            let notification: Notification = rows::record(row, 0)?;
+            notifications.insert(notification.id, notification);
+        }
+        let mut recorded: Vec<NotificationId> = Vec::new();
+        let mut discarded: Vec<Uuid> = Vec::new();
         let mut outcomes = Vec::with_capacity(settlements.len());
         let mut changed: Vec<JobId> = Vec::with_capacity(settlements.len());
         for settlement in &settlements {
@@ -592,6 +621,18 @@ impl JobStore for PostgresStore {
                 continue;
             }
             settlement.apply(job, now);
+            if settlement.discards_payload(job) {
+                discarded.push(*job.id.as_uuid());
+            }
+            // A notification that does not exist was not read: its record is skipped.
+            for record in settlement.deliveries() {
+                if let Some(notification) = notifications.get_mut(&record.notification_id) {
+                    notification.record_delivery(record, now);
+                    if !recorded.contains(&notification.id) {
+                        recorded.push(notification.id);
+                    }
+                }
+            }
             outcomes.push(Ok(job.clone()));
             if !changed.contains(&job.id) {
                 changed.push(job.id);
@@ -607,10 +648,20 @@ impl JobStore for PostgresStore {
                 settlement.artifact().map(|artifact| ArtifactRow::of(settlement.lease().job_id, artifact))
             })
             .collect();
-        let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(1 + artifacts.len());
+        let recorded: Vec<&Notification> = recorded.iter().filter_map(|id| notifications.get(id)).collect();
+        let notification_update = NotificationUpdate::of(&recorded)?;
+        let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> = Vec::with_capacity(3 + artifacts.len());
         let params = update.params();
         if !written.is_empty() {
             writes.push((UPDATE_JOBS, &params));
+        }
+        let discard_params: [&(dyn ToSql + Sync); 1] = [&discarded];
+        if !discarded.is_empty() {
+            writes.push(("UPDATE jobs SET payload = 'null' WHERE id = ANY($1)", &discard_params));
+        }
+        let notification_params = notification_update.params();
+        if !recorded.is_empty() {
+            writes.push((UPDATE_NOTIFICATIONS, &notification_params));
         }
         let artifact_params: Vec<[&(dyn ToSql + Sync); 4]> = artifacts.iter().map(ArtifactRow::params).collect();
         for params in &artifact_params {

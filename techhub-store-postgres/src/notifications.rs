@@ -8,6 +8,9 @@ use techhub_core::model::{
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult, decisions};
 
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
 use crate::PostgresStore;
 use crate::db::{Db, execute, query, query_opt};
 use crate::jobs::insert_rows;
@@ -24,6 +27,41 @@ async fn load<C: GenericClient + Sync>(
         "SELECT record FROM notifications WHERE id = $1"
     };
     query_opt(client, sql, &[id.as_uuid()]).await?.map(|row| rows::record(&row, 0)).transpose()
+}
+
+/// Locks and reads the notifications a batch of settles records deliveries on.
+pub(crate) const LOCK_NOTIFICATIONS: &str =
+    "SELECT record FROM notifications WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+/// Writes back the notifications a batch of settles recorded deliveries on, from [`NotificationUpdate`]'s arrays.
+pub(crate) const UPDATE_NOTIFICATIONS: &str = "UPDATE notifications SET status = u.status, version = u.version, \
+     record = u.record FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) AS u (id, status, version, record) \
+     WHERE notifications.id = u.id";
+
+/// The columns of [`UPDATE_NOTIFICATIONS`] for some notifications, as arrays.
+pub(crate) struct NotificationUpdate {
+    ids: Vec<Uuid>,
+    statuses: Vec<String>,
+    versions: Vec<i64>,
+    records: Vec<String>,
+}
+
+impl NotificationUpdate {
+    pub(crate) fn of(notifications: &[&Notification]) -> StoreResult<Self> {
+        Ok(Self {
+            ids: notifications.iter().map(|notification| *notification.id.as_uuid()).collect(),
+            statuses: notifications
+                .iter()
+                .map(|notification| word(&notification.status))
+                .collect::<StoreResult<_>>()?,
+            versions: notifications.iter().map(|notification| big(notification.version)).collect(),
+            records: notifications.iter().map(to_json).collect::<StoreResult<_>>()?,
+        })
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.ids, &self.statuses, &self.versions, &self.records]
+    }
 }
 
 #[async_trait]

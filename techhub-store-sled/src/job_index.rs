@@ -152,6 +152,21 @@ impl<'a> JobTx<'a> {
         self.rewrite(loaded, after)
     }
 
+    /// [`transition`](Self::transition), with the row's payload replaced by `payload` (JSON bytes): a settle
+    /// that discards it.
+    pub(crate) fn transition_with_payload(
+        &self,
+        loaded: &Loaded,
+        after: &Job,
+        due_at: DateTime<Utc>,
+        payload: &[u8],
+    ) -> TxResult<IVec> {
+        self.reindex(Some(&loaded.job), Some(after), due_at, None)?;
+        let row = encode_job(after, payload).or_abort()?;
+        self.rows.insert(&id_bytes(after.id), row.clone())?;
+        Ok(row)
+    }
+
     /// [`transition`](Self::transition) of a queued job known to sit in the ready index under `ready_key` (a
     /// claim's pick), which is removed without being looked up.
     pub(crate) fn transition_from_ready(

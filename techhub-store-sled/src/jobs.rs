@@ -333,7 +333,15 @@ impl JobStore for SledStore {
                     if let Some(row) = artifact_row {
                         jobs.artifacts.insert(job.id.as_bytes().as_slice(), row.clone())?;
                     }
-                    rows.push(Ok(jobs.transition(&loaded, &job, now)?));
+                    let row = if settlement.discards_payload(&job) {
+                        jobs.transition_with_payload(&loaded, &job, now, b"null")?
+                    } else {
+                        jobs.transition(&loaded, &job, now)?
+                    };
+                    for record in settlement.deliveries() {
+                        crate::notifications::record_delivery(tx, record, now)?;
+                    }
+                    rows.push(Ok(row));
                 }
                 Ok(rows)
             })

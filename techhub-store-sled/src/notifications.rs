@@ -2,9 +2,10 @@
 //! counts never load the records.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use techhub_core::model::{
-    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
-    PageRequest,
+    Channel, DeliveryRecord, Job, Notification, NotificationCount, NotificationFilter, NotificationId,
+    NotificationStatus, Page, PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult};
 
@@ -36,6 +37,22 @@ fn shift(counts: TxTree<'_>, key: [u8; 2], up: bool) -> TxResult<()> {
 /// The notification rows and counters as one call sees them.
 fn trees<'a>(tx: &'a Tx<'a>) -> (TxTree<'a>, TxTree<'a>) {
     (tx.tree(TreeId::Notifications), tx.tree(TreeId::NotificationCounts))
+}
+
+/// Applies a delivery record a settle carries, inside the settle's transaction; a missing notification is
+/// skipped (the contract's rule).
+pub(crate) fn record_delivery(tx: &Tx<'_>, record: &DeliveryRecord, now: DateTime<Utc>) -> TxResult<()> {
+    let (rows, counts) = trees(tx);
+    let Some(row) = rows.get(record.notification_id.as_bytes())? else { return Ok(()) };
+    let stored: Notification = from_json(&row).or_abort()?;
+    let mut next = stored.clone();
+    next.record_delivery(record, now);
+    rows.insert(next.id.as_bytes().as_slice(), to_json(&next).or_abort()?)?;
+    if count_key(&stored) != count_key(&next) {
+        shift(counts, count_key(&stored), false)?;
+        shift(counts, count_key(&next), true)?;
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -151,6 +151,16 @@ fn save(connection: &Connection, job: &Job, from: JobState, counts: &mut CountCh
     Ok(())
 }
 
+/// Replaces the payload of job `id` with `null`.
+fn discard_payload(connection: &Connection, id: JobId) -> StoreResult<()> {
+    connection
+        .prepare_cached("UPDATE jobs SET payload = ?2 WHERE id = ?1")
+        .sql()?
+        .execute(params![id.as_bytes(), to_json(&Value::Null)?])
+        .sql()?;
+    Ok(())
+}
+
 /// The job running under `lease`, or why not.
 fn leased(connection: &Connection, lease: &Lease) -> StoreResult<Job> {
     let job = load_job(connection, lease.job_id)?.ok_or(StoreError::NotFound)?;
@@ -570,6 +580,12 @@ impl JobStore for SqliteStore {
                         store_artifact(connection, job.id, artifact)?;
                     }
                     save(connection, &job, JobState::Running, counts)?;
+                    if settlement.discards_payload(&job) {
+                        discard_payload(connection, job.id)?;
+                    }
+                    for record in settlement.deliveries() {
+                        crate::notifications::record_delivery(connection, record, now)?;
+                    }
                     outcomes.push(Ok(job));
                 }
                 Ok(outcomes)
@@ -717,12 +733,7 @@ impl JobStore for SqliteStore {
                 if !job.state.is_finished() {
                     return Err(Conflict::InvalidState.into());
                 }
-                connection
-                    .prepare_cached("UPDATE jobs SET payload = ?2 WHERE id = ?1")
-                    .sql()?
-                    .execute(params![id.as_bytes(), to_json(&Value::Null)?])
-                    .sql()?;
-                Ok(())
+                discard_payload(connection, id)
             })
             .await
     }

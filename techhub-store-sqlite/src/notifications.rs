@@ -1,10 +1,11 @@
 //! Notifications (JSON records with their filter columns beside them).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use techhub_core::model::{
-    Channel, Job, Notification, NotificationCount, NotificationFilter, NotificationId, NotificationStatus, Page,
-    PageRequest,
+    Channel, DeliveryRecord, Job, Notification, NotificationCount, NotificationFilter, NotificationId,
+    NotificationStatus, Page, PageRequest,
 };
 use techhub_core::storage::{Conflict, NotificationStore, StoreError, StoreResult, decisions};
 
@@ -43,6 +44,14 @@ fn write_row(connection: &Connection, notification: &Notification, insert: bool)
         )
         .sql()?;
     Ok(())
+}
+
+/// Applies a delivery record a settle carries, inside the settle's transaction; a missing notification is
+/// skipped (the contract's rule).
+pub(crate) fn record_delivery(connection: &Connection, record: &DeliveryRecord, now: DateTime<Utc>) -> StoreResult<()> {
+    let Some(mut notification) = load(connection, record.notification_id)? else { return Ok(()) };
+    notification.record_delivery(record, now);
+    write_row(connection, &notification, false)
 }
 
 #[async_trait]

@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(counts_of(&counts, "mail"), (1, 2, 1, Some(at(5))));
         let lease = claimed[0].lease().expect("a claimed job has a lease");
         let settled = store
-            .settle_many(vec![Settlement::Complete { lease, result: json!(null), artifact: None }], at(11))
+            .settle_many(
+                vec![Settlement::Complete { lease, result: json!(null), artifact: None, side_writes: Vec::new() }],
+                at(11),
+            )
             .await
             .expect("settles");
         assert_eq!(settled[0].as_ref().map(|job| job.state).ok(), Some(JobState::Succeeded));

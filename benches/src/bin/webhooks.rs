@@ -1,14 +1,15 @@
 //! Webhook delivery throughput, for scripts:
 //!
 //! ```text
-//! cargo run --release -p techhub-benches --bin webhooks [-- --deliveries 5000 --workers 32 --store memory]
+//! cargo run --release -p techhub-benches --bin webhooks [-- --deliveries 5000 --workers 32 --store memory --senders 1]
 //! ```
 //!
 //! Prints one line: the cost of one Standard Webhooks signature (HMAC-SHA256 over `id.timestamp.body` of a
 //! 1 KiB body, base64), and signed deliveries per second end to end to a receiver on 127.0.0.1: each delivery
 //! is a stored notification, a `notification.send` job claimed by a worker, a signed POST over a kept-alive
 //! connection, and the recorded attempt. The clock starts when the notifications are queued and stops when the
-//! receiver has answered the last one and every record says `sent`.
+//! receiver has answered the last one and every record says `sent`; `queued_s` says when the last one was queued
+//! (by `--senders` tasks at once).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,10 @@ struct Args {
     /// `memory`, `sqlite` or `sled`.
     #[arg(long, default_value = "memory")]
     store: String,
+    /// Tasks queueing the notifications at once (each queues its share one after another, as request handlers
+    /// would): with one, the figure can be bounded by one caller's queueing round trips rather than delivery.
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
 }
 
 fn store(kind: &str, dir: &std::path::Path) -> DynStorage {
@@ -96,12 +101,29 @@ async fn main() {
         serde_json::json!({ "build_id": "0190f0c0-0000-7000-8000-000000000001", "project": "web", "status": "failed" })
             .to_string();
     let started = Instant::now();
-    let mut ids = Vec::with_capacity(args.deliveries);
-    for _ in 0..args.deliveries {
-        let queued =
-            hub.notifications().send(&Actor::System, Channel::Webhook, &recipient, "", &body).await.expect("queued");
-        ids.push(queued.id);
+    let senders = args.senders.max(1);
+    let mut sending = tokio::task::JoinSet::new();
+    for sender in 0..senders {
+        let share = args.deliveries / senders + usize::from(sender < args.deliveries % senders);
+        let (hub, recipient, body) = (hub.clone(), recipient.clone(), body.clone());
+        sending.spawn(async move {
+            let mut ids = Vec::with_capacity(share);
+            for _ in 0..share {
+                let queued = hub
+                    .notifications()
+                    .send(&Actor::System, Channel::Webhook, &recipient, "", &body)
+                    .await
+                    .expect("queued");
+                ids.push(queued.id);
+            }
+            ids
+        });
     }
+    let mut ids = Vec::with_capacity(args.deliveries);
+    while let Some(queued) = sending.join_next().await {
+        ids.extend(queued.expect("a sender finished"));
+    }
+    let queued_s = started.elapsed().as_secs_f64();
     let target = u64::try_from(args.deliveries).unwrap_or(u64::MAX);
     while received.load(Ordering::Relaxed) < target {
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -119,7 +141,8 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     workers.shutdown().await;
     println!(
-        "store={} workers={} deliveries={} signature_ns={sign_ns:.0} deliveries_per_s={:.0} elapsed_s={elapsed:.2}",
+        "store={} workers={} senders={senders} deliveries={} signature_ns={sign_ns:.0} deliveries_per_s={:.0} \
+         elapsed_s={elapsed:.2} queued_s={queued_s:.2}",
         args.store,
         args.workers,
         args.deliveries,

@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::JobError;
+use super::held_events::HeldEvent;
 use crate::TechHub;
 use crate::events::EventKind;
-use crate::model::{Artifact, Job, JobId, Progress, UserId};
+use crate::model::{Artifact, Job, JobId, Progress, SideWrite, UserId};
 
 /// The context of one attempt. Cheap to clone.
 #[derive(Clone)]
@@ -23,12 +24,22 @@ struct ContextInner {
     cancel: CancellationToken,
     progress: Mutex<Option<Progress>>,
     artifact: Mutex<Option<Artifact>>,
+    side_writes: Mutex<Vec<SideWrite>>,
+    held_events: Mutex<Vec<HeldEvent>>,
 }
 
 impl JobContext {
     pub(crate) fn new(job: Job, hub: TechHub, cancel: CancellationToken) -> Self {
         Self {
-            inner: Arc::new(ContextInner { job, hub, cancel, progress: Mutex::new(None), artifact: Mutex::new(None) }),
+            inner: Arc::new(ContextInner {
+                job,
+                hub,
+                cancel,
+                progress: Mutex::new(None),
+                artifact: Mutex::new(None),
+                side_writes: Mutex::new(Vec::new()),
+                held_events: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -121,6 +132,27 @@ impl JobContext {
         *self.inner.artifact.lock().unwrap_or_else(PoisonError::into_inner) = Some(artifact);
     }
 
+    /// Adds `write` to this attempt's settle: it is stored in the same atomic write as the attempt's outcome
+    /// (whatever that outcome is), and only if the attempt's lease still holds then. A write that must not be
+    /// lost with a lost lease, nor stored without the attempt's outcome, belongs here rather than in a store
+    /// call of the handler's own.
+    pub fn settle_with(&self, write: SideWrite) {
+        self.inner.side_writes.lock().unwrap_or_else(PoisonError::into_inner).push(write);
+    }
+
+    /// Publishes an event once this attempt's settle is stored (news of a [`JobContext::settle_with`] write);
+    /// it is dropped if the settle is refused.
+    pub(crate) fn publish_when_settled(
+        &self,
+        kind: EventKind,
+        subject: impl Into<uuid::Uuid>,
+        owner: Option<UserId>,
+        data: Value,
+    ) {
+        let event = HeldEvent { kind, subject: subject.into(), owner, data };
+        self.inner.held_events.lock().unwrap_or_else(PoisonError::into_inner).push(event);
+    }
+
     /// The hub, for handlers that call services.
     pub fn hub(&self) -> &TechHub {
         &self.inner.hub
@@ -129,6 +161,16 @@ impl JobContext {
     /// The progress reported since the last call, if any.
     pub(crate) fn take_progress(&self) -> Option<Progress> {
         self.inner.progress.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// The writes the handler added to the settle.
+    pub(crate) fn take_side_writes(&self) -> Vec<SideWrite> {
+        std::mem::take(&mut *self.inner.side_writes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The events to publish once the settle is stored.
+    pub(crate) fn take_held_events(&self) -> Vec<HeldEvent> {
+        std::mem::take(&mut *self.inner.held_events.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The artifact the handler attached, if any.

@@ -9,6 +9,7 @@
 mod backoff;
 mod context;
 mod handler;
+pub(crate) mod held_events;
 mod runtime;
 mod service;
 pub(crate) mod signals;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{JobId, UserId};
+use super::{DeliveryRecord, JobId, UserId};
 use crate::Error;
 
 /// The queue a job goes to when none is named.
@@ -356,7 +356,7 @@ impl Job {
 }
 
 /// How one attempt ends, in a batched settle ([`JobStore::settle_many`](crate::storage::JobStore::settle_many)):
-/// each carries the lease it is fenced by.
+/// each carries the lease it is fenced by, and the [`SideWrite`]s stored with it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {
     /// As [`JobStore::complete`](crate::storage::JobStore::complete).
@@ -367,6 +367,8 @@ pub enum Settlement {
         result: Value,
         /// The file it produced, if any.
         artifact: Option<Artifact>,
+        /// What else this settle writes.
+        side_writes: Vec<SideWrite>,
     },
     /// As [`JobStore::fail`](crate::storage::JobStore::fail).
     Fail {
@@ -374,17 +376,37 @@ pub enum Settlement {
         lease: Lease,
         /// The error and whether to retry.
         failure: JobFailure,
+        /// What else this settle writes.
+        side_writes: Vec<SideWrite>,
     },
     /// As [`JobStore::release`](crate::storage::JobStore::release).
     Release {
         /// The attempt's lease.
         lease: Lease,
+        /// What else this settle writes.
+        side_writes: Vec<SideWrite>,
     },
     /// As [`JobStore::acknowledge_cancel`](crate::storage::JobStore::acknowledge_cancel).
     AcknowledgeCancel {
         /// The attempt's lease.
         lease: Lease,
+        /// What else this settle writes.
+        side_writes: Vec<SideWrite>,
     },
+}
+
+/// What else a settle writes besides its job's new state: stored in the same atomic write, under the same lease
+/// fence, so a settle refused for a stale lease writes none of them. A closed set, so that every store can
+/// apply each one inside its own transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SideWrite {
+    /// The job's payload becomes `null` if the settle finishes the job (succeeded, failed for good, cancelled),
+    /// as [`JobStore::discard_job_payload`](crate::storage::JobStore::discard_job_payload) would; a job queued
+    /// again keeps it, since its next attempt needs it.
+    DiscardPayload,
+    /// A notification's delivery attempt and the status it leads to
+    /// ([`Notification::record_delivery`](super::Notification::record_delivery)).
+    RecordDelivery(DeliveryRecord),
 }
 
 impl Settlement {
@@ -393,8 +415,8 @@ impl Settlement {
         match self {
             Self::Complete { lease, .. }
             | Self::Fail { lease, .. }
-            | Self::Release { lease }
-            | Self::AcknowledgeCancel { lease } => lease,
+            | Self::Release { lease, .. }
+            | Self::AcknowledgeCancel { lease, .. } => lease,
         }
     }
 
@@ -406,8 +428,43 @@ impl Settlement {
         }
     }
 
+    /// What else this settle writes.
+    pub fn side_writes(&self) -> &[SideWrite] {
+        match self {
+            Self::Complete { side_writes, .. }
+            | Self::Fail { side_writes, .. }
+            | Self::Release { side_writes, .. }
+            | Self::AcknowledgeCancel { side_writes, .. } => side_writes,
+        }
+    }
+
+    /// Adds `write` to what this settle writes.
+    #[must_use]
+    pub fn with_side_write(mut self, write: SideWrite) -> Self {
+        match &mut self {
+            Self::Complete { side_writes, .. }
+            | Self::Fail { side_writes, .. }
+            | Self::Release { side_writes, .. }
+            | Self::AcknowledgeCancel { side_writes, .. } => side_writes.push(write),
+        }
+        self
+    }
+
+    /// The delivery records this settle writes on notifications.
+    pub fn deliveries(&self) -> impl Iterator<Item = &DeliveryRecord> {
+        self.side_writes().iter().filter_map(|write| match write {
+            SideWrite::RecordDelivery(record) => Some(record),
+            SideWrite::DiscardPayload => None,
+        })
+    }
+
+    /// Whether this settle discards the payload of `settled`, the job as [`Settlement::apply`] left it.
+    pub fn discards_payload(&self, settled: &Job) -> bool {
+        settled.state.is_finished() && self.side_writes().contains(&SideWrite::DiscardPayload)
+    }
+
     /// Applies the transition the single-job method of the same name applies to `job` (whose lease the
-    /// store has checked) at `now`.
+    /// store has checked) at `now`, and the [`SideWrite::DiscardPayload`] this settle carries.
     pub fn apply(&self, job: &mut Job, now: DateTime<Utc>) {
         match self {
             Self::Complete { result, artifact, .. } => {
@@ -416,6 +473,9 @@ impl Settlement {
             Self::Fail { failure, .. } => job.fail_attempt(failure.clone(), now),
             Self::Release { .. } => job.release(now),
             Self::AcknowledgeCancel { .. } => job.finish(JobState::Cancelled, now),
+        }
+        if self.discards_payload(job) {
+            job.payload = Value::Null;
         }
     }
 }

@@ -23,9 +23,12 @@ pub use endpoint::{Endpoint, EndpointKind, EndpointSecret, SigningSecret, redact
 pub use ids::{AuditId, BuildId, EndpointId, JobId, NotificationId, TokenFamilyId, UserId};
 pub use job::{
     Artifact, ArtifactInfo, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, JobFailure, JobFilter, JobState, Lease,
-    MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, Settlement, WorkerId,
+    MAX_NAME_BYTES, NewJob, Progress, QueueCounts, Retry, Settlement, SideWrite, WorkerId,
 };
-pub use notification::{Channel, Delivery, Notification, NotificationCount, NotificationFilter, NotificationStatus};
+pub use notification::{
+    Channel, Delivery, DeliveryRecord, MAX_DELIVERIES_KEPT, Notification, NotificationCount, NotificationFilter,
+    NotificationStatus,
+};
 pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use rate_limit::{QueueStarts, RateBucket, RateLimit};
 pub use redaction::{REDACTED, names_a_secret, redact_secrets};

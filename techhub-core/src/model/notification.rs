@@ -111,6 +111,48 @@ impl Notification {
     }
 }
 
+/// Delivery attempts kept on one notification: past it, [`Notification::record_delivery`] drops the oldest
+/// (resends included).
+pub const MAX_DELIVERIES_KEPT: usize = 100;
+
+/// One delivery attempt of a notification and the status it leads to, recorded by the settle of the job that
+/// made it ([`SideWrite::RecordDelivery`](super::SideWrite::RecordDelivery)), so that the attempt, the
+/// notification's status and the job's outcome are one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The notification delivered.
+    pub notification_id: NotificationId,
+    /// The attempt, if one was made (`None` when the notification is given up on without one: its endpoint
+    /// was deleted or disabled).
+    pub delivery: Option<Delivery>,
+    /// The status it leads to.
+    pub status: NotificationStatus,
+    /// The notification's `last_error` from now on (`None` clears it).
+    pub last_error: Option<String>,
+}
+
+impl Notification {
+    /// Records `record` as stored at `now`: one more attempt (the oldest dropped past
+    /// [`MAX_DELIVERIES_KEPT`]), the new status and last error, `sent_at = now` when it is now sent, and the
+    /// next version.
+    pub fn record_delivery(&mut self, record: &DeliveryRecord, now: DateTime<Utc>) {
+        if let Some(delivery) = &record.delivery {
+            self.attempts = self.attempts.saturating_add(1);
+            self.deliveries.push(delivery.clone());
+            if self.deliveries.len() > MAX_DELIVERIES_KEPT {
+                let excess = self.deliveries.len() - MAX_DELIVERIES_KEPT;
+                self.deliveries.drain(..excess);
+            }
+        }
+        self.status = record.status;
+        self.last_error.clone_from(&record.last_error);
+        if record.status == NotificationStatus::Sent {
+            self.sent_at = Some(now);
+        }
+        self.version += 1;
+    }
+}
+
 /// One delivery attempt of a notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -150,4 +192,80 @@ pub struct NotificationCount {
     pub status: NotificationStatus,
     /// How many.
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(second: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).single().unwrap_or_default()
+    }
+
+    fn delivery(second: u32, error: Option<&str>) -> Delivery {
+        Delivery { at: at(second), status_code: Some(500), error: error.map(str::to_owned), duration_ms: 3 }
+    }
+
+    #[test]
+    fn a_recorded_delivery_counts_an_attempt_and_sets_the_status() {
+        let mut notification = Notification::new(Channel::Webhook, "endpoint", "subject", "{}", at(0));
+        notification.version = 4;
+        let failed = DeliveryRecord {
+            notification_id: notification.id,
+            delivery: Some(delivery(1, Some("HTTP 500"))),
+            status: NotificationStatus::Pending,
+            last_error: Some("HTTP 500".to_owned()),
+        };
+        notification.record_delivery(&failed, at(2));
+        assert_eq!(
+            (notification.attempts, notification.status, notification.last_error.as_deref(), notification.sent_at),
+            (1, NotificationStatus::Pending, Some("HTTP 500"), None)
+        );
+        assert_eq!(notification.version, 5);
+        let sent = DeliveryRecord {
+            delivery: Some(delivery(3, None)),
+            status: NotificationStatus::Sent,
+            last_error: None,
+            ..failed
+        };
+        notification.record_delivery(&sent, at(4));
+        assert_eq!(
+            (notification.attempts, notification.status, notification.last_error.as_deref(), notification.sent_at),
+            (2, NotificationStatus::Sent, None, Some(at(4)))
+        );
+        assert_eq!(notification.deliveries, vec![delivery(1, Some("HTTP 500")), delivery(3, None)]);
+    }
+
+    #[test]
+    fn giving_up_without_an_attempt_counts_none() {
+        let mut notification = Notification::new(Channel::Slack, "endpoint", "subject", "{}", at(0));
+        let gave_up = DeliveryRecord {
+            notification_id: notification.id,
+            delivery: None,
+            status: NotificationStatus::Failed,
+            last_error: Some("the endpoint was deleted".to_owned()),
+        };
+        notification.record_delivery(&gave_up, at(1));
+        assert_eq!((notification.attempts, notification.status), (0, NotificationStatus::Failed));
+        assert!(notification.deliveries.is_empty());
+    }
+
+    #[test]
+    fn only_the_latest_deliveries_are_kept() {
+        let mut notification = Notification::new(Channel::Webhook, "endpoint", "subject", "{}", at(0));
+        for second in 0..(MAX_DELIVERIES_KEPT as u32 + 5) {
+            let record = DeliveryRecord {
+                notification_id: notification.id,
+                delivery: Some(delivery(second % 60, Some(&second.to_string()))),
+                status: NotificationStatus::Pending,
+                last_error: None,
+            };
+            notification.record_delivery(&record, at(0));
+        }
+        assert_eq!(notification.deliveries.len(), MAX_DELIVERIES_KEPT);
+        assert_eq!(notification.attempts, MAX_DELIVERIES_KEPT as u32 + 5);
+        assert_eq!(notification.deliveries[0].error.as_deref(), Some("5"));
+    }
 }

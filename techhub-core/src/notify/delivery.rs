@@ -2,7 +2,9 @@
 //!
 //! `notification.send` delivers one stored notification (payload `{ "notification_id": ... }`), or renders and
 //! delivers an inline message (payload [`NotificationJob`]) whose record shares the job's id. Every attempt is
-//! recorded on the notification ([`Delivery`]); failures are retried on the configured schedule (a
+//! recorded on the notification ([`Delivery`]) by the job's settle, in the same write as the job's outcome
+//! ([`SideWrite::RecordDelivery`]), and its `notification.updated` event is published once that write is stored;
+//! failures are retried on the configured schedule (a
 //! `Retry-After` longer than the schedule's wait is honoured, up to the configured maximum); a webhook
 //! answering 410, or failing for the whole disable window, disables its endpoint and publishes
 //! `endpoint.disabled`.
@@ -22,7 +24,8 @@ use crate::config::Config;
 use crate::events::EventKind;
 use crate::jobs::{HandlerOptions, JobContext, JobError, Registry, Typed, TypedJobHandler};
 use crate::model::{
-    Channel, Delivery, Endpoint, EndpointId, Notification, NotificationId, NotificationStatus, TokenKind, UserId,
+    Channel, Delivery, DeliveryRecord, Endpoint, EndpointId, Notification, NotificationId, NotificationStatus,
+    SideWrite, TokenKind, UserId,
 };
 use crate::storage::{Conflict, StoreError};
 use crate::{TechHub, auth};
@@ -44,9 +47,6 @@ pub mod kinds {
 
 /// The queue the built-in notification jobs run on.
 pub const EMAIL_QUEUE: &str = "email";
-
-/// Delivery attempts kept on one notification (the oldest are dropped past it, resends included).
-const MAX_DELIVERIES_KEPT: usize = 100;
 
 /// The payload of the user emails.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -229,7 +229,7 @@ enum Target {
 async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Message>) -> Result<Value, JobError> {
     let hub = ctx.hub();
     let storage = hub.storage();
-    let Some(mut record) = storage.get_notification(id).await.map_err(crate::Error::from)? else {
+    let Some(record) = storage.get_notification(id).await.map_err(crate::Error::from)? else {
         return Err(JobError::permanent(format!("notification {id} no longer exists")));
     };
     if record.status == NotificationStatus::Sent {
@@ -243,13 +243,13 @@ async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Me
         Channel::Email | Channel::Log => Target::Direct(record.channel),
         Channel::Webhook | Channel::Slack => {
             let Ok(endpoint_id) = record.recipient.parse::<EndpointId>() else {
-                return give_up(hub, record, "the recipient of a webhook or Slack message is an endpoint id").await;
+                return give_up(ctx, &record, "the recipient of a webhook or Slack message is an endpoint id");
             };
             let endpoint = storage.get_endpoint(endpoint_id).await.map_err(crate::Error::from)?;
             match endpoint {
                 Some(endpoint) if endpoint.enabled => Target::Endpoint(Box::new(endpoint)),
-                Some(_) => return give_up(hub, record, "the endpoint is disabled").await,
-                None => return give_up(hub, record, "the endpoint was deleted").await,
+                Some(_) => return give_up(ctx, &record, "the endpoint is disabled"),
+                None => return give_up(ctx, &record, "the endpoint was deleted"),
             }
         }
     };
@@ -262,27 +262,18 @@ async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Me
     });
     let at = hub.now();
     let attempt = send(hub, &target, message).await;
-    let version = record.version;
-    record.attempts += 1;
-    record.deliveries.push(Delivery {
+    let delivery = Delivery {
         at,
         status_code: attempt.status_code,
         error: attempt.outcome.as_ref().err().map(ToString::to_string),
         duration_ms: attempt.duration_ms,
-    });
-    if record.deliveries.len() > MAX_DELIVERIES_KEPT {
-        let excess = record.deliveries.len() - MAX_DELIVERIES_KEPT;
-        record.deliveries.drain(..excess);
-    }
+    };
     let endpoint = match target {
         Target::Endpoint(endpoint) => Some(*endpoint),
         Target::Direct(_) => None,
     };
-    let result = match attempt.outcome {
+    let (status, result) = match attempt.outcome {
         Ok(()) => {
-            record.status = NotificationStatus::Sent;
-            record.sent_at = Some(hub.now());
-            record.last_error = None;
             // A healthy endpoint (as loaded for this attempt) has nothing to reset: skip its read and write. A
             // failure recorded since then is reset by the endpoint's next success.
             if let Some(endpoint) =
@@ -290,10 +281,11 @@ async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Me
             {
                 endpoint_health(hub, endpoint.id, Health::Succeeded).await;
             }
-            Ok(json!({ "notification_id": id }))
+            (NotificationStatus::Sent, Ok(json!({ "notification_id": id })))
         }
         Err(error) => {
-            record.last_error = Some(error.to_string());
+            // The endpoint's health stays a write of its own: whether it is now disabled decides below whether
+            // the job retries, so it must be known before the settle is.
             let disabled = match (&endpoint, &error) {
                 (Some(endpoint), NotifyError::Rejected { status: 410, .. }) => {
                     endpoint_health(hub, endpoint.id, Health::Gone).await
@@ -301,24 +293,36 @@ async fn deliver_stored(ctx: &JobContext, id: NotificationId, message: Option<Me
                 (Some(endpoint), _) => endpoint_health(hub, endpoint.id, Health::Failed).await,
                 (None, _) => false,
             };
-            let wait = retry_wait(hub, ctx.attempt(), &error);
-            match wait {
+            match retry_wait(hub, ctx.attempt(), &error) {
                 Some(wait) if !disabled && ctx.attempt() < ctx.max_attempts() => {
-                    record.status = NotificationStatus::Pending;
-                    Err(JobError::retry_after(wait, error.to_string()))
+                    (NotificationStatus::Pending, Err(JobError::retry_after(wait, error.to_string())))
                 }
-                _ => {
-                    record.status = NotificationStatus::Failed;
-                    Err(JobError::permanent(error.to_string()))
-                }
+                _ => (NotificationStatus::Failed, Err(JobError::permanent(error.to_string()))),
             }
         }
     };
-    let status = record.status;
-    let channel = record.channel;
-    let updated = storage.update_notification(record, version).await.map_err(crate::Error::from)?;
-    publish_update(hub, id, channel, status, updated.attempts);
+    let last_error = delivery.error.clone();
+    record_with_settle(
+        ctx,
+        &record,
+        DeliveryRecord { notification_id: id, delivery: Some(delivery), status, last_error },
+    );
     result
+}
+
+/// Hands the notification's delivery record to the job's settle, so that the attempt, the notification's status
+/// and the job's outcome are one write (fenced by the job's lease: a lost lease stores none of them, and the
+/// rerun delivers again, with the same `webhook-id`), and publishes the update once that write is stored.
+fn record_with_settle(ctx: &JobContext, loaded: &Notification, record: DeliveryRecord) {
+    let attempts = loaded.attempts + u32::from(record.delivery.is_some());
+    let data = json!({
+        "notification_id": loaded.id,
+        "channel": loaded.channel,
+        "status": record.status,
+        "attempts": attempts,
+    });
+    ctx.publish_when_settled(EventKind::NotificationUpdated, loaded.id, None, data);
+    ctx.settle_with(SideWrite::RecordDelivery(record));
 }
 
 /// Sends on the target's channel.
@@ -372,25 +376,16 @@ fn retry_wait(hub: &TechHub, attempt: u32, error: &NotifyError) -> Option<Durati
     }
 }
 
-/// Marks a notification failed without an attempt (its endpoint is gone or disabled).
-async fn give_up(hub: &TechHub, mut record: Notification, why: &str) -> Result<Value, JobError> {
-    let version = record.version;
-    let (id, channel) = (record.id, record.channel);
-    record.status = NotificationStatus::Failed;
-    record.last_error = Some(why.to_owned());
-    let updated = hub.storage().update_notification(record, version).await.map_err(crate::Error::from)?;
-    publish_update(hub, id, channel, NotificationStatus::Failed, updated.attempts);
+/// Marks a notification failed without an attempt (its endpoint is gone or disabled), with the job's settle.
+fn give_up(ctx: &JobContext, record: &Notification, why: &str) -> Result<Value, JobError> {
+    let gave_up = DeliveryRecord {
+        notification_id: record.id,
+        delivery: None,
+        status: NotificationStatus::Failed,
+        last_error: Some(why.to_owned()),
+    };
+    record_with_settle(ctx, record, gave_up);
     Err(JobError::permanent(why))
-}
-
-fn publish_update(hub: &TechHub, id: NotificationId, channel: Channel, status: NotificationStatus, attempts: u32) {
-    hub.events().publish(
-        hub.now(),
-        EventKind::NotificationUpdated,
-        id,
-        None,
-        json!({ "notification_id": id, "channel": channel, "status": status, "attempts": attempts }),
-    );
 }
 
 /// What an attempt says about its endpoint's health.

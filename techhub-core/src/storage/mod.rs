@@ -259,6 +259,18 @@ pub trait JobStore: Send + Sync {
     /// - A stale lease fails only its own settlement (with [`Conflict::LeaseLost`], or [`StoreError::NotFound`]
     ///   for a missing job) and changes nothing for that job; the others are stored.
     /// - The outer error means the write as a whole failed and nothing of it was stored.
+    /// - A settlement's side writes ([`SideWrite`](crate::model::SideWrite)) are stored in the same atomic write
+    ///   as its job's change, and only with it: a settlement refused for a stale lease or a missing job writes
+    ///   none of them.
+    /// - [`SideWrite::DiscardPayload`](crate::model::SideWrite::DiscardPayload) replaces the job's payload with
+    ///   `null` when the settlement leaves the job finished (succeeded, failed for good or cancelled).
+    /// - A job the settlement queues again keeps its payload.
+    /// - [`SideWrite::RecordDelivery`](crate::model::SideWrite::RecordDelivery) applies
+    ///   [`Notification::record_delivery`] at `now` to the stored notification.
+    /// - A notification's count by channel and status follows the status a delivery record gives it.
+    /// - A delivery record for a notification that does not exist is skipped, and its job is settled all the
+    ///   same.
+    /// - Several delivery records for one notification in one batch are applied in their order.
     async fn settle_many(&self, settlements: Vec<Settlement>, now: DateTime<Utc>)
     -> StoreResult<Vec<StoreResult<Job>>>;
 

@@ -16,7 +16,7 @@ use crate::TechHub;
 use crate::events::EventKind;
 use crate::jobs::telemetry;
 use crate::jobs::{JobContext, JobError};
-use crate::model::{Job, JobFailure, Lease, Retry, Settlement};
+use crate::model::{Job, JobFailure, Lease, Retry, Settlement, SideWrite};
 use crate::storage::StoreError;
 
 /// What an attempt needs besides its job; shared by every attempt of one queue.
@@ -96,6 +96,9 @@ impl Attempts {
         let (id, attempt) = (job.id, job.attempt);
         // The context owns the job from here: the settlement needs only its id and attempt.
         let ctx = JobContext::new(job, self.hub.clone(), token.clone());
+        if registered.options.discard_payload_when_finished {
+            ctx.settle_with(SideWrite::DiscardPayload);
+        }
         let handler = registered.handler.clone();
         let handler_ctx = ctx.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move { handler.run(handler_ctx).await }));
@@ -202,24 +205,31 @@ impl Attempts {
                 tracing::warn!(job_id = %lease.job_id, attempt, "lease lost to another worker; this attempt's result is discarded");
                 return None;
             }
-            (Ending::Done(result), _) => Settlement::Complete { lease, result, artifact: ctx.take_artifact() },
+            (Ending::Done(result), _) => {
+                Settlement::Complete { lease, result, artifact: ctx.take_artifact(), side_writes: Vec::new() }
+            }
             (Ending::Panicked(message), _) => {
                 self.failure(&lease, attempt, JobError::Retry(format!("the handler panicked: {message}")))
             }
             (Ending::Failed(error), None) => self.failure(&lease, attempt, error),
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Cancelled)) => {
-                Settlement::AcknowledgeCancel { lease }
+                Settlement::AcknowledgeCancel { lease, side_writes: Vec::new() }
             }
             (Ending::Failed(_) | Ending::Aborted, Some(StopReason::TimedOut)) => {
                 let error = format!("timed out after {} s", timeout.as_secs_f64());
                 self.failure(&lease, attempt, JobError::Retry(error))
             }
-            (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Shutdown)) => Settlement::Release { lease },
+            (Ending::Failed(_) | Ending::Aborted, Some(StopReason::Shutdown)) => {
+                Settlement::Release { lease, side_writes: Vec::new() }
+            }
             (Ending::Aborted, None) => {
                 self.failure(&lease, attempt, JobError::Retry("the handler was aborted".to_owned()))
             }
         };
-        Some(settlement)
+        // What the handler asked to store with its outcome, and the news of it, published once it is stored.
+        let job_id = settlement.lease().job_id;
+        self.hub.held_events().hold(job_id, ctx.take_held_events());
+        Some(ctx.take_side_writes().into_iter().fold(settlement, Settlement::with_side_write))
     }
 
     /// A failed attempt, retried after the backoff (or the handler's own delay) unless it is permanent.
@@ -229,7 +239,8 @@ impl Attempts {
             JobError::RetryAfter(delay, _) => Retry::After(*delay),
             JobError::Permanent(_) => Retry::Never,
         };
-        Settlement::Fail { lease: lease.clone(), failure: JobFailure { error: error.to_string(), retry } }
+        let failure = JobFailure { error: error.to_string(), retry };
+        Settlement::Fail { lease: lease.clone(), failure, side_writes: Vec::new() }
     }
 }
 

@@ -146,7 +146,7 @@ async fn run(pile: Arc<Pile>, mut handoffs: mpsc::UnboundedReceiver<()>) {
     }
 }
 
-/// Writes one batch, then publishes each job's outcome and discards the payloads handlers asked to discard.
+/// Writes one batch (each settlement with its side writes), then publishes each job's outcome.
 async fn write(hub: &TechHub, batch: Vec<Finished>) {
     let (settlements, waiting): (Vec<Settlement>, Vec<Waiting>) = batch
         .into_iter()
@@ -166,6 +166,7 @@ async fn write(hub: &TechHub, batch: Vec<Finished>) {
         }
         Err(error) => {
             tracing::error!(attempts = count, %error, "recording finished attempts failed; their leases will expire and the jobs run again");
+            waiting.iter().for_each(|waiting| hub.held_events().settled(hub, waiting.job_id, false));
         }
     }
 }
@@ -200,6 +201,7 @@ impl Ending {
 
 /// Publishes one recorded attempt (event, trace line, metrics), or says why it was not recorded.
 async fn report(hub: &TechHub, settled: Result<Job, StoreError>, ending: Ending, job_id: JobId, started: Instant) {
+    hub.held_events().settled(hub, job_id, settled.is_ok());
     let job = match settled {
         Ok(job) => job,
         Err(StoreError::Conflict(Conflict::LeaseLost)) => {
@@ -211,7 +213,6 @@ async fn report(hub: &TechHub, settled: Result<Job, StoreError>, ending: Ending,
             return;
         }
     };
-    crate::jobs::handler::discard_finished_payload(hub, &job).await;
     let (outcome, event) = match ending {
         Ending::Succeeded => ("succeeded", EventKind::JobSucceeded),
         Ending::Failed if job.state == JobState::Queued => ("retrying", EventKind::JobRetrying),

@@ -98,17 +98,20 @@ pub async fn jobs_settle_many_applies_each_settlement(store: DynStorage) {
             lease: lease_of(&claimed[0]),
             result: json!({ "ok": 1 }),
             artifact: Some(artifact.clone()),
+            side_writes: Vec::new(),
         },
         Settlement::Fail {
             lease: lease_of(&claimed[1]),
             failure: JobFailure { error: "flaky".into(), retry: Retry::After(Duration::from_secs(10)) },
+            side_writes: Vec::new(),
         },
         Settlement::Fail {
             lease: lease_of(&claimed[2]),
             failure: JobFailure { error: "bad".into(), retry: Retry::Never },
+            side_writes: Vec::new(),
         },
-        Settlement::Release { lease: lease_of(&claimed[3]) },
-        Settlement::AcknowledgeCancel { lease: lease_of(&claimed[4]) },
+        Settlement::Release { lease: lease_of(&claimed[3]), side_writes: Vec::new() },
+        Settlement::AcknowledgeCancel { lease: lease_of(&claimed[4]), side_writes: Vec::new() },
     ];
     let outcomes = store.settle_many(settlements, at(3)).await.expect("the batch is stored");
     let settled: Vec<Job> = outcomes.into_iter().map(|outcome| outcome.expect("every lease is current")).collect();
@@ -154,10 +157,25 @@ pub async fn jobs_settle_many_fences_each_job_alone(store: DynStorage) {
 
     let missing = Lease { job_id: JobId::new(), worker: worker("old"), attempt: 1 };
     let settlements = vec![
-        Settlement::Complete { lease: lease_of(&claimed[0]), result: json!(0), artifact: None },
-        Settlement::Complete { lease: lease_of(&claimed[1]), result: json!(1), artifact: None },
-        Settlement::Release { lease: missing },
-        Settlement::Complete { lease: lease_of(&claimed[2]), result: json!(2), artifact: None },
+        Settlement::Complete {
+            lease: lease_of(&claimed[0]),
+            result: json!(0),
+            artifact: None,
+            side_writes: Vec::new(),
+        },
+        Settlement::Complete {
+            lease: lease_of(&claimed[1]),
+            result: json!(1),
+            artifact: None,
+            side_writes: Vec::new(),
+        },
+        Settlement::Release { lease: missing, side_writes: Vec::new() },
+        Settlement::Complete {
+            lease: lease_of(&claimed[2]),
+            result: json!(2),
+            artifact: None,
+            side_writes: Vec::new(),
+        },
     ];
     let mut outcomes = store.settle_many(settlements, at(42)).await.expect("the batch is stored").into_iter();
     assert_eq!(outcomes.next().expect("first").expect("current lease").state, JobState::Succeeded);

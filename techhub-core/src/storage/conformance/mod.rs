@@ -37,6 +37,7 @@ mod model;
 mod notifications;
 mod rates;
 mod runtime;
+mod settle_writes;
 mod system;
 mod tokens;
 pub mod two_processes;
@@ -57,6 +58,7 @@ pub use self::model::model_based_operations_match_the_reference;
 pub use self::notifications::*;
 pub use self::rates::*;
 pub use self::runtime::*;
+pub use self::settle_writes::*;
 pub use self::system::*;
 pub use self::tokens::*;
 pub use self::users::*;
@@ -160,6 +162,9 @@ macro_rules! conformance_tests {
             jobs_concurrent_batch_claimers_claim_each_job_once,
             jobs_settle_many_applies_each_settlement,
             jobs_settle_many_fences_each_job_alone,
+            jobs_settle_with_payload_discard_leaves_finished_payloads_null,
+            jobs_settle_carrying_a_delivery_record_updates_the_notification_with_the_job,
+            jobs_settle_refused_for_a_stale_lease_writes_none_of_its_side_writes,
             cron_tick_fires_once_even_after_its_job_finished,
             cron_tick_older_than_the_last_fired_is_refused,
             cron_ticks_of_schedules_are_independent,
