@@ -192,7 +192,7 @@ impl QueueWorkers {
         for (job, held) in assignments {
             let Some(lease) = job.lease() else { continue };
             let job_id = lease.job_id;
-            let settlement = Settlement::Release { lease };
+            let settlement = Settlement::Release { lease, side_writes: Vec::new() };
             self.attempts.settler.settle(Finished { settlement, job_id, started: Instant::now(), held }).await;
         }
         self.return_starts(count).await;
