@@ -4,33 +4,26 @@
 //! enqueue at once (request handlers, handlers enqueuing follow-ups). Committed one by one, each is a
 //! statement, a run of the counting trigger and a commit. Instead, every call hands its job to one committer
 //! task, which inserts all the jobs waiting in one statement (one commit) and answers each call once that
-//! commit is done: every enqueue is still committed before it is acknowledged. Up to [`ROUNDS_IN_FLIGHT`]
-//! statements run at once, each on its own connection: a call arriving while one runs is sent at once in the
-//! next, instead of waiting for the running one to end first (callers that wait for each acknowledgement
-//! before enqueuing again, as request handlers do, are bounded by that wait; the server commits concurrent
-//! statements together, with one WAL flush). Only while every one of them runs do the next calls gather
-//! for the following statement, so a store busier than that commits many jobs per statement and an idle
+//! commit is done: every enqueue is still committed before it is acknowledged, and while one statement runs
+//! the next calls gather for the following one, so a busy store commits many jobs per statement and an idle
 //! one answers a lone call at once.
 //!
 //! The statement skips the rows that conflict (`ON CONFLICT DO NOTHING`); each job not inserted, and every
 //! job of a statement that failed as a whole, is then enqueued on its own with the full rules of
 //! [`insert_jobs`], so one call's duplicate id or live unique key never affects another call.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use deadpool_postgres::Pool;
 use techhub_core::model::Job;
 use techhub_core::storage::{StoreError, StoreResult};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::db;
 use crate::jobs::{insert_jobs, insert_rows};
 
 /// Jobs one statement inserts at most.
 const MAX_BATCH: usize = 512;
-
-/// Statements (rounds) the committer runs at once at most.
-const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// A call waiting for its job to be committed.
 struct Request {
@@ -82,23 +75,11 @@ impl Enqueues {
     }
 }
 
-/// The committer: one statement for everything waiting, as soon as fewer than [`ROUNDS_IN_FLIGHT`] run,
-/// until the store is dropped (the rounds still running then finish by themselves).
+/// The committer: one statement for everything waiting, then the next round, until the store is dropped.
 async fn commit(pool: Pool, mut pending: mpsc::UnboundedReceiver<Request>) {
-    let rounds = Arc::new(Semaphore::new(ROUNDS_IN_FLIGHT));
     let mut round = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // A free place first, then the calls: while every place is taken, the calls gather for the next round.
-        // (The semaphore is never closed, so acquiring only waits.)
-        let Ok(place) = rounds.clone().acquire_owned().await else { return };
-        if pending.recv_many(&mut round, MAX_BATCH).await == 0 {
-            return;
-        }
-        let (pool, taken) = (pool.clone(), std::mem::take(&mut round));
-        tokio::spawn(async move {
-            commit_round(&pool, taken).await;
-            drop(place);
-        });
+    while pending.recv_many(&mut round, MAX_BATCH).await > 0 {
+        commit_round(&pool, std::mem::take(&mut round)).await;
     }
 }
 
