@@ -679,7 +679,7 @@ async fn stats_list_served_queues_before_their_first_job() {
     workers.shutdown().await;
 }
 
-/// The producer claims jobs in batches while the settler records earlier ones; a shutdown in the middle of
+/// The workers claim jobs in batches while earlier ones are recorded; a shutdown in the middle of
 /// that leaves nothing running: every job has either succeeded once or is queued with no attempt spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_amid_batches_leaves_no_job_running_or_charged() {

@@ -1,4 +1,4 @@
-//! In-process signals between the job service and the runtime: wake a queue's producer at once on a local
+//! In-process signals between the job service and the runtime: wake a queue's claimer at once on a local
 //! enqueue, and stop a running job's handler at once on a local cancel. Other processes learn the same
 //! through polling and heartbeats.
 
@@ -18,13 +18,13 @@ pub(crate) struct JobSignals {
 }
 
 impl JobSignals {
-    /// The notifier of `queue`'s producer (which claims for the queue's idle workers).
+    /// The notifier of `queue`'s claimer (the worker that claims for the queue's idle workers).
     pub(crate) fn queue(&self, queue: &str) -> Arc<Notify> {
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
         queues.entry(queue.to_owned()).or_default().clone()
     }
 
-    /// Wakes `queue`'s producer (or, if it is busy, makes its next wait return at once).
+    /// Wakes `queue`'s claimer (or, if it is busy, makes its next wait return at once).
     pub(crate) fn wake(&self, queue: &str) {
         let notify = self.queues.lock().unwrap_or_else(PoisonError::into_inner).get(queue).cloned();
         if let Some(notify) = notify {
@@ -32,7 +32,7 @@ impl JobSignals {
         }
     }
 
-    /// Wakes every idle worker of every queue (after rescuing jobs, or on demand).
+    /// Wakes every queue's claimer (after rescuing jobs, or on demand).
     pub(crate) fn wake_all(&self) {
         for notify in self.queues.lock().unwrap_or_else(PoisonError::into_inner).values() {
             notify.notify_waiters();

@@ -202,7 +202,7 @@ pub trait JobStore: Send + Sync {
         lease: Duration,
     ) -> StoreResult<Option<Job>>;
 
-    /// Claims up to `max` due jobs of `queues` for `worker` in one atomic call (a producer filling its free
+    /// Claims up to `max` due jobs of `queues` for `worker` in one atomic call (a runtime filling its free
     /// worker slots in one round).
     ///
     /// - Each job claimed changes exactly as in [`JobStore::claim`] (`running`, `attempt + 1`, the lease).

@@ -1,5 +1,5 @@
 //! One attempt of one claimed job: run its handler under supervision (progress, heartbeats, cancel, timeout,
-//! shutdown) and say how it ended, as the settlement the settler writes with others in one batch.
+//! shutdown) and record how it ended, as a settlement written with others in one batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::time::{Instant, interval_at, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::Settings;
-use super::settler::{Finished, SettlerHandle};
+use super::settler::{Finished, Settler};
 use crate::TechHub;
 use crate::events::EventKind;
 use crate::jobs::telemetry;
@@ -24,7 +24,7 @@ pub(super) struct Attempts {
     pub(super) hub: TechHub,
     pub(super) settings: Arc<Settings>,
     pub(super) stop: CancellationToken,
-    pub(super) settler: SettlerHandle,
+    pub(super) settler: Settler,
 }
 /// Why a running handler was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +69,14 @@ impl Drop for AbortOnDrop {
 }
 
 impl Attempts {
-    /// Runs one claimed job's attempt to its end and hands its settlement to the settler, without waiting for
-    /// the write: the worker may start its next job while this one waits for its batch. `held` bounds the
-    /// jobs claimed but not yet recorded and travels with the settlement until its batch is written.
+    /// Runs one claimed job's attempt to its end and records its settlement: in a batch this worker writes
+    /// now if nobody else is writing, else in the running writer's next batch, without waiting for it. `held`
+    /// bounds the jobs claimed but not yet recorded and travels with the settlement until its batch is written.
     pub(super) async fn run(&self, job: Job, held: OwnedSemaphorePermit) {
         let Some(lease) = job.lease() else { return };
         let started = Instant::now();
         if let Some(settlement) = self.attempt(job, &lease, started).await {
-            self.settler.send(Finished { settlement, job_id: lease.job_id, started, held });
+            self.settler.settle(Finished { settlement, job_id: lease.job_id, started, held }).await;
         }
     }
 

@@ -1,14 +1,15 @@
 //! The worker runtime: [`WorkerConfig`], [`TechHub::start_workers`] and the [`WorkerHandle`] it returns.
 //!
-//! Each queue has a producer that claims as many jobs as it has free worker slots in one store call, and
-//! starts an attempt for each; one settler records finished attempts in batches. A job thus costs the store a
-//! share of one claim and one settle write instead of a write of each (see the `producer` and `settler`
-//! modules for the bounds and the batching rule).
+//! A queue's workers claim for each other: one at a time claims, for itself and every worker idle at that
+//! moment, in one store call. Finished attempts are recorded in batches: a worker writes its settlement
+//! together with whatever finished meanwhile, or leaves it to the write under way. A job thus costs the store a
+//! share of one claim and one settle write, and on a fast store no hand-off between tasks (see the `workers`
+//! and `settler` modules for the bounds and the batching rules).
 
 mod attempt;
 mod maintenance;
-mod producer;
 mod settler;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often a running job's lease is extended (and its cancel flag read; default 10 s).
     pub heartbeat_interval: Duration,
-    /// How often an idle queue's producer looks for work enqueued by other processes or come due (default 1 s).
+    /// How often an idle queue's claimer looks for work enqueued by other processes or come due (default 1 s).
     pub poll_interval: Duration,
     /// How often expired leases are rescued (default 5 s).
     pub rescue_interval: Duration,
@@ -183,7 +184,7 @@ impl WorkerHandle {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Wakes every queue's producer now (they also wake on local enqueues and every poll interval).
+    /// Wakes every queue's claimer now (claimers also wake on local enqueues and every poll interval).
     pub fn wake(&self) {
         self.hub.signals().wake_all();
     }
@@ -224,14 +225,10 @@ impl TechHub {
         let attempts = Arc::new(attempt::Attempts { hub: self.clone(), settings, stop: stop.clone(), settler });
         for queue in &config.queues {
             self.signals().add_workers(&queue.name, queue.workers as isize);
-            let producer = producer::Producer {
-                id: WorkerId::new(format!("{}:{}", config.name, queue.name)),
-                queue: queue.clone(),
-                attempts: attempts.clone(),
-            };
-            tasks.spawn(producer.run());
+            let id = WorkerId::new(format!("{}:{}", config.name, queue.name));
+            tasks.spawn(workers::QueueWorkers::new(id, queue.clone(), attempts.clone()).run());
         }
-        // The producers hold the only other handles to the settler: it ends after them, its last batch written.
+        // The workers hold the only other handles to the settler: its task ends after them, the pile written.
         drop(attempts);
         tasks.spawn(settling);
         let maintenance = Arc::new(maintenance::Maintenance::new(

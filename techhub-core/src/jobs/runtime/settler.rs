@@ -1,14 +1,21 @@
-//! The settler: records finished attempts in batches, one [`JobStore::settle_many`] call per batch, instead of
-//! one store write per job.
+//! Recording finished attempts in batches, one [`JobStore::settle_many`] call per batch: group commit with no
+//! timer, and no hand-off between tasks when the runtime is idle or the store is fast.
 //!
-//! A batch is written as soon as the previous write has ended; whatever finished meanwhile forms the next one
-//! (up to [`MAX_BATCH`]). An attempt finishing on an idle runtime is therefore recorded at once, with no wait
-//! for others, while under load the batches grow by themselves with the store's write time: group commit
-//! without a timer to tune. The settler ends once every producer has ended and the last batch is written, which
-//! is what graceful shutdown waits for. A crash loses the batch being gathered: those jobs' leases expire and
-//! they run again (jobs run at least once).
+//! A worker whose attempt ended adds its settlement to the pile. If no batch is being written, it writes the
+//! pile itself and then goes on to its next job; if a write is under way, it leaves its settlement for that
+//! writer and goes on at once. A worker that finds the pile refilled when its own write ends hands the writing
+//! to the settler task, which writes batch after batch (each one whatever finished during the previous write,
+//! up to [`MAX_BATCH`]) until the pile is empty. So an attempt on an idle runtime is recorded at once, in its
+//! worker's task; on a fast store (memory) each worker records its own jobs, as cheaply as a single write;
+//! and under load on a slow store the batches grow with the store's write time while no worker waits on
+//! writes but the ones it starts (and a worker that starts a write waits for it, its batch's reports included).
+//!
+//! The settler task ends once every worker has ended and the pile is written, which is what graceful shutdown
+//! waits for. A crash loses the pile: those jobs' leases expire and they run again (jobs run at least once).
 //!
 //! [`JobStore::settle_many`]: crate::storage::JobStore::settle_many
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
@@ -34,30 +41,108 @@ pub(super) struct Finished {
     pub(super) held: OwnedSemaphorePermit,
 }
 
-/// Where attempts hand their settlements. Cheap to clone.
-#[derive(Clone)]
-pub(super) struct SettlerHandle(mpsc::UnboundedSender<Finished>);
+/// Where workers record their finished attempts; shared by every worker of a runtime.
+pub(super) struct Settler {
+    pile: Arc<Pile>,
+    /// Hands the writing to the settler task. Dropped with the last worker, which ends that task.
+    handoff: mpsc::UnboundedSender<()>,
+}
 
-impl SettlerHandle {
-    /// Queues a finished attempt for the next batch. If the settler is gone (the runtime was dropped, as in a
-    /// crash), the attempt stays unrecorded and its job runs again after its lease.
-    pub(super) fn send(&self, finished: Finished) {
-        if self.0.send(finished).is_err() {
-            tracing::warn!("the runtime stopped before a finished attempt was recorded; the job will run again");
+/// Settlements not yet written, and whether someone is writing.
+struct Pile {
+    hub: TechHub,
+    state: Mutex<PileState>,
+}
+
+struct PileState {
+    finished: Vec<Finished>,
+    /// A worker or the settler task is writing a batch. A worker writes one and hands what piled up meanwhile to
+    /// the settler task; the task writes until the pile is empty.
+    writing: bool,
+}
+
+impl Settler {
+    /// Records a finished attempt: writes it now (with whatever else waits) if nobody is writing, else leaves it
+    /// to the writer. If the settler task is gone (the runtime was dropped, as in a crash), the attempt may stay
+    /// unrecorded and its job runs again after its lease.
+    pub(super) async fn settle(&self, finished: Finished) {
+        {
+            let mut state = self.pile.lock();
+            state.finished.push(finished);
+            if state.writing {
+                return;
+            }
+            state.writing = true;
+        }
+        let writing = Writing(self);
+        write(&writing.0.pile.hub, self.pile.take()).await;
+    }
+}
+
+/// A worker's write under way: ends it when dropped, also if the write panicked, handing what piled up
+/// meanwhile to the settler task (so `writing` never stays set with nobody writing).
+struct Writing<'a>(&'a Settler);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let Settler { pile, handoff } = self.0;
+        if !pile.end_write() && handoff.send(()).is_err() {
+            tracing::warn!("the runtime stopped before finished attempts were recorded; their jobs will run again");
         }
     }
 }
 
-/// A settler and the future that runs it (to spawn with the runtime's tasks).
-pub(super) fn settler(hub: TechHub) -> (SettlerHandle, impl Future<Output = ()> + Send + 'static) {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    (SettlerHandle(sender), run(hub, receiver))
+impl Pile {
+    fn lock(&self) -> MutexGuard<'_, PileState> {
+        // Nothing panics while holding the lock, and a pile is valid at every instant.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The oldest settlements waiting, at most [`MAX_BATCH`].
+    fn take(&self) -> Vec<Finished> {
+        let mut state = self.lock();
+        if state.finished.len() <= MAX_BATCH {
+            std::mem::take(&mut state.finished)
+        } else {
+            state.finished.drain(..MAX_BATCH).collect()
+        }
+    }
+
+    /// Ends a write: `true` if the pile is empty and the writing stops, `false` if it was refilled meanwhile
+    /// (the writer keeps the role and must write again, or hand it on).
+    fn end_write(&self) -> bool {
+        let mut state = self.lock();
+        state.writing = !state.finished.is_empty();
+        !state.writing
+    }
+
+    /// Writes batch after batch until the pile is empty.
+    async fn write_until_empty(&self) {
+        loop {
+            let batch = self.take();
+            write(&self.hub, batch).await;
+            if self.end_write() {
+                return;
+            }
+        }
+    }
 }
 
-async fn run(hub: TechHub, mut receiver: mpsc::UnboundedReceiver<Finished>) {
-    let mut batch = Vec::new();
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write(&hub, std::mem::take(&mut batch)).await;
+/// A settler and the task that writes for the workers under load (to spawn with the runtime's tasks).
+pub(super) fn settler(hub: TechHub) -> (Settler, impl Future<Output = ()> + Send + 'static) {
+    let (handoff, handoffs) = mpsc::unbounded_channel();
+    let pile = Arc::new(Pile { hub, state: Mutex::new(PileState { finished: Vec::new(), writing: false }) });
+    (Settler { pile: pile.clone(), handoff }, run(pile, handoffs))
+}
+
+async fn run(pile: Arc<Pile>, mut handoffs: mpsc::UnboundedReceiver<()>) {
+    while handoffs.recv().await.is_some() {
+        pile.write_until_empty().await;
+    }
+    // Every worker has ended, each after its own write or a hand-off received above: nothing should be left,
+    // but a pile is written before the runtime ends, whatever happened.
+    if !pile.lock().finished.is_empty() {
+        pile.write_until_empty().await;
     }
 }
 

@@ -1,4 +1,4 @@
-//! The job runtime on the store under test: what the batched producer and settler promise (each job run once,
+//! The job runtime on the store under test: what the batched claims and settles promise (each job run once,
 //! at most `workers` handlers at once, claim order, rate limits on the store's bucket, retries, cancel from
 //! another instance, heartbeats, graceful shutdown) holds on every store, not only on the memory store the
 //! runtime's own tests use.
