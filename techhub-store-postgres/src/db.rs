@@ -166,8 +166,24 @@ pub(crate) struct Pipelined {
     begun: bool,
 }
 
+/// Settings for a transaction whose statements find their rows by primary key (a batch of job ids): each
+/// statement is planned once per connection, and that plan looks the rows up by key whatever the table's
+/// statistics say.
+///
+/// Left to itself, PostgreSQL plans such a statement anew at most executions (a plan for the values at hand
+/// always looks cheaper than the generic one for `id = ANY($1)` over a batch shorter than its default guess
+/// of ten; planning cost more than running it), and when it does use its generic plan, that plan was built
+/// against the statistics of its first executions: on a new or emptied table, a sequential scan with a hash
+/// join, kept while the table grows, so each batch read the whole table. With sequential scans, hash and
+/// merge joins off, the only plans left are index lookups, right at any size. `SET LOCAL` ends with the
+/// transaction; every statement run under these settings must always run under them, since the plan built
+/// first is kept for the statement's text on that connection.
+pub(crate) const KEYED_PLANS: &str = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
 impl Pipelined {
-    /// A transaction on `client`; nothing is sent until the first statement.
+    /// A transaction on `client` whose statements run under [`KEYED_PLANS`]: only for statements that find
+    /// their rows by primary key. Nothing is sent until the first statement.
     pub(crate) fn new(client: Client) -> Self {
         Self { client: Some(client), begun: false }
     }
@@ -185,7 +201,8 @@ impl Pipelined {
             return client.query(&statement, params).await.db();
         }
         // Polled in order the first time: `BEGIN` is sent first.
-        let (begun, rows) = tokio::join!(biased; client.batch_execute("BEGIN"), client.query(&statement, params));
+        let begin = format!("BEGIN; {KEYED_PLANS}");
+        let (begun, rows) = tokio::join!(biased; client.batch_execute(&begin), client.query(&statement, params));
         begun.db()?;
         self.begun = true;
         rows.db()

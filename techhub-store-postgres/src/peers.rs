@@ -305,13 +305,14 @@ async fn send(instance: Uuid, mut pending: mpsc::UnboundedReceiver<Outgoing>, po
                 channels_sent.push(channel);
                 payloads_sent.push(format!("{instance}\n@{id}"));
             }
-            client
-                .execute(
+            // Prepared once per connection: a round is then one round trip, not a parse and an execution.
+            let notify = client
+                .prepare_cached(
                     "SELECT pg_notify(channel, payload) FROM unnest($1::text[], $2::text[]) AS sent (channel, payload)",
-                    &[&channels_sent, &payloads_sent],
                 )
                 .await
                 .map_err(|error| error.to_string())?;
+            client.execute(&notify, &[&channels_sent, &payloads_sent]).await.map_err(|error| error.to_string())?;
             Ok::<_, String>(())
         };
         if let Err(error) = sent.await {
